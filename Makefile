@@ -1,0 +1,65 @@
+# DoRA Lab. Two commands for everyone: `make lab` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+# The environment is rebuilt whenever pyproject.toml changes (its hash names the stamp).
+STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+
+# nbgrader runs the `alembic` executable to create its gradebook: the venv's bin/ must be on PATH.
+export PATH := $(BIN):$(PATH)
+# Offline classrooms and CI: use the SST-2 folder beside the project when there is one.
+SHARED_SST2 := $(abspath ../shared/data/sst2)
+ifeq ($(LAB_DATA_DIR),)
+ifneq ($(wildcard $(SHARED_SST2)/train.tsv),)
+export LAB_DATA_DIR := $(SHARED_SST2)
+endif
+endif
+
+ASSIGNMENT := dora
+PYTEST_ARGS ?=
+JUPYTER_PORT ?= 8888
+
+.PHONY: help venv lab test test-browser release data bench grade clean
+
+help:
+	@echo "make lab           set up .venv and open JupyterLab on notebooks/"
+	@echo "make test          set up .venv and run the whole test suite"
+	@echo "make test-browser  drive JupyterLab in headless Chromium (needs /usr/bin/chromium)"
+	@echo "make release       regenerate notebooks/ from solutions/ with nbgrader"
+	@echo "make data          download SST-2 from the hub into data/sst2 (needs network)"
+	@echo "make bench         time lab DoRA, PEFT DoRA and LoRA side by side"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ not found: set PYTHON=/path/to/python3.11"; exit 1; }
+	@if [ ! -x $(BIN)/python ]; then $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.port=$(JUPYTER_PORT)
+
+# LAB_FAST shrinks training so notebooks and grading run in minutes; pytest uses both cores.
+test: $(STAMP)
+	LAB_FAST=1 $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+test-browser: $(STAMP)
+	LAB_FAST=1 $(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
+
+release: $(STAMP)
+	$(BIN)/dora-lab release
+
+data: $(STAMP)
+	$(BIN)/python -m labhelpers.data download data/sst2
+
+bench: $(STAMP)
+	$(BIN)/python -m labhelpers.bench --out outputs/bench.json
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,1 @@
+"""DoRA Lab helpers."""

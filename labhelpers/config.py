@@ -1,0 +1,97 @@
+"""LabConfig: every setting the lab reads from the environment, validated in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from labhelpers.errors import LabConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The project folder (the one holding ``pyproject.toml``) in a source checkout."""
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    value = environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise LabConfigError(f"{name}={environ[name]!r} is not a yes/no value: set {name}=1 to turn it on or 0 to turn it off.")
+
+
+def _optional_path(environ: Mapping[str, str], name: str) -> Path | None:
+    value = environ.get(name, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """The lab's settings.
+
+    Attributes:
+        fast: ``LAB_FAST``; shrink data, epochs and seeds so notebooks run in about a minute (CI, grading).
+        data_dir: ``LAB_DATA_DIR``; a folder holding SST-2 ``train.tsv`` and ``validation.tsv``, or None.
+        output_dir: ``LAB_OUTPUT_DIR``; where results and figures go (default ``outputs/``).
+        seed: ``LAB_SEED``; the base random seed (default 0).
+        model_name: ``LAB_MODEL``; a hub id or local folder, or None for the packaged all-MiniLM-L6-v2.
+        device: ``"cuda"`` when a GPU is visible, else ``"cpu"`` (``LAB_DEVICE`` overrides).
+    """
+
+    fast: bool = False
+    data_dir: Path | None = None
+    output_dir: Path = Path("outputs")
+    seed: int = 0
+    model_name: str | None = None
+    device: str = "cpu"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LabConfig:
+        """Read and validate the LAB_* variables.
+
+        Args:
+            environ: the environment to read (default ``os.environ``).
+
+        Returns:
+            A LabConfig. Raises LabConfigError naming the variable when a value is unusable.
+        """
+        environ = os.environ if environ is None else environ
+        seed_text = environ.get("LAB_SEED", "0").strip() or "0"
+        try:
+            seed = int(seed_text)
+        except ValueError:
+            raise LabConfigError(f"LAB_SEED={seed_text!r} is not an integer: set LAB_SEED to a whole number such as 0.") from None
+        if seed < 0:
+            raise LabConfigError(f"LAB_SEED={seed} is negative: set LAB_SEED to 0 or a positive whole number.")
+        data_dir = _optional_path(environ, "LAB_DATA_DIR")
+        if data_dir is not None and not data_dir.is_dir():
+            raise LabConfigError(
+                f"LAB_DATA_DIR={str(data_dir)!r} is not a folder: point it at a folder holding SST-2's "
+                "train.tsv and validation.tsv, or unset it to use data/sst2 (filled by `make data`)."
+            )
+        output_dir = _optional_path(environ, "LAB_OUTPUT_DIR") or Path("outputs")
+        if output_dir.exists() and not output_dir.is_dir():
+            raise LabConfigError(f"LAB_OUTPUT_DIR={str(output_dir)!r} is a file, not a folder: choose a folder path.")
+        model_name = environ.get("LAB_MODEL", "").strip() or None
+        device = environ.get("LAB_DEVICE", "").strip() or _default_device()
+        if device not in {"cpu", "cuda"} and not device.startswith("cuda:"):
+            raise LabConfigError(f"LAB_DEVICE={device!r} is not a device: use cpu, cuda or cuda:N.")
+        return cls(
+            fast=_flag(environ, "LAB_FAST"),
+            data_dir=data_dir,
+            output_dir=output_dir,
+            seed=seed,
+            model_name=model_name,
+            device=device,
+        )
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

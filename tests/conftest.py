@@ -1,0 +1,34 @@
+"""Shared fixtures: the real SST-2 folder and the real packaged model, loaded once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from labhelpers.config import PROJECT_ROOT
+
+# Nothing loads from the network at test time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_SST2 = PROJECT_ROOT.parent / "shared" / "data" / "sst2"
+
+
+@pytest.fixture(scope="session")
+def sst2_dir() -> Path:
+    """The SST-2 folder the tests read: $LAB_DATA_DIR, else ../shared/data/sst2."""
+    folder = Path(os.environ.get("LAB_DATA_DIR") or SHARED_SST2)
+    if not (folder / "train.tsv").is_file():
+        pytest.fail(f"SST-2 not found at {folder}: set LAB_DATA_DIR to a folder with train.tsv and validation.tsv")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def base_model_and_tokenizer():
+    """The packaged pretrained all-MiniLM-L6-v2 with a 2-label head (read-only: deepcopy before training)."""
+    from labhelpers.models import load_base_model
+
+    return load_base_model(verbose=False)

@@ -1,0 +1,55 @@
+"""LabConfig reads the LAB_* variables and names the variable in every complaint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labhelpers.config import LabConfig
+from labhelpers.errors import LabConfigError
+
+
+def test_defaults_with_an_empty_environment():
+    config = LabConfig.from_env({})
+    assert (config.fast, config.data_dir, config.output_dir, config.seed, config.model_name) == (
+        False, None, Path("outputs"), 0, None,
+    )
+    assert config.device in {"cpu", "cuda"}
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("YES", True), ("0", False), ("", False), ("off", False)])
+def test_lab_fast_accepts_usual_yes_no_spellings(value, expected):
+    assert LabConfig.from_env({"LAB_FAST": value}).fast is expected
+
+
+def test_values_are_read(tmp_path):
+    config = LabConfig.from_env(
+        {"LAB_DATA_DIR": str(tmp_path), "LAB_OUTPUT_DIR": str(tmp_path / "out"), "LAB_SEED": "7", "LAB_MODEL": "some/model", "LAB_DEVICE": "cpu"}
+    )
+    assert (config.data_dir, config.output_dir, config.seed, config.model_name, config.device) == (
+        tmp_path, tmp_path / "out", 7, "some/model", "cpu",
+    )
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"LAB_FAST": "maybe"}, "LAB_FAST='maybe' is not a yes/no value"),
+        ({"LAB_SEED": "seven"}, "LAB_SEED='seven' is not an integer"),
+        ({"LAB_SEED": "-1"}, "LAB_SEED=-1 is negative"),
+        ({"LAB_DATA_DIR": "/no/such/folder"}, "LAB_DATA_DIR='/no/such/folder' is not a folder"),
+        ({"LAB_DEVICE": "tpu"}, "LAB_DEVICE='tpu' is not a device"),
+    ],
+    ids=["fast-not-boolean", "seed-not-int", "seed-negative", "data-dir-missing", "device-unknown"],
+)
+def test_bad_values_name_the_variable(environ, message):
+    with pytest.raises(LabConfigError, match=message.replace("(", r"\(")):
+        LabConfig.from_env(environ)
+
+
+def test_output_dir_that_is_a_file_is_rejected(tmp_path):
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    with pytest.raises(LabConfigError, match="LAB_OUTPUT_DIR=.* is a file"):
+        LabConfig.from_env({"LAB_OUTPUT_DIR": str(afile)})
