@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class LabConfig:
     Attributes:
         fast: ``LAB_FAST``; shrink data, epochs and seeds so notebooks run in about a minute (CI, grading).
         data_dir: ``LAB_DATA_DIR``; a folder holding SST-2 ``train.tsv`` and ``validation.tsv``, or None.
-        output_dir: ``LAB_OUTPUT_DIR``; where results and figures go (default ``outputs/``).
+        output_dir: ``LAB_OUTPUT_DIR``; where results and figures go (default: the project's ``outputs/``,
+            wherever the notebook runs from).
         seed: ``LAB_SEED``; the base random seed (default 0).
         model_name: ``LAB_MODEL``; a hub id or local folder, or None for the packaged all-MiniLM-L6-v2.
         device: ``"cuda"`` when a GPU is visible, else ``"cpu"`` (``LAB_DEVICE`` overrides).
@@ -45,7 +47,7 @@ class LabConfig:
 
     fast: bool = False
     data_dir: Path | None = None
-    output_dir: Path = Path("outputs")
+    output_dir: Path = PROJECT_ROOT / "outputs"
     seed: int = 0
     model_name: str | None = None
     device: str = "cpu"
@@ -74,7 +76,7 @@ class LabConfig:
                 f"LAB_DATA_DIR={str(data_dir)!r} is not a folder: point it at a folder holding SST-2's "
                 "train.tsv and validation.tsv, or unset it to use data/sst2 (filled by `make data`)."
             )
-        output_dir = _optional_path(environ, "LAB_OUTPUT_DIR") or Path("outputs")
+        output_dir = _optional_path(environ, "LAB_OUTPUT_DIR") or PROJECT_ROOT / "outputs"
         if output_dir.exists() and not output_dir.is_dir():
             raise LabConfigError(f"LAB_OUTPUT_DIR={str(output_dir)!r} is a file, not a folder: choose a folder path.")
         model_name = environ.get("LAB_MODEL", "").strip() or None
@@ -95,3 +97,32 @@ def _default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def setup(seed: int | None = None, environ: Mapping[str, str] | None = None) -> LabConfig:
+    """Start a notebook: read the config, seed every generator, use the machine's cores, say what was chosen.
+
+    Args:
+        seed: overrides `LAB_SEED`.
+        environ: the environment to read (default ``os.environ``).
+
+    Returns:
+        The LabConfig in force.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    config = LabConfig.from_env(environ)
+    if seed is not None:
+        config = dataclasses.replace(config, seed=seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    # A laptop CPU: one thread per core (the default can oversubscribe under Jupyter).
+    torch.set_num_threads(max(1, min(os.cpu_count() or 1, torch.get_num_threads())))
+    data = str(config.data_dir) if config.data_dir else "data/sst2 or the hub"
+    size = "fast (LAB_FAST=1)" if config.fast else "full (student size)"
+    print(f"DoRA Lab: size {size}; SST-2 from {data}; outputs in {config.output_dir}/; device {config.device}; seed {config.seed}.")
+    return config

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from labhelpers.config import LabConfig
+from labhelpers.config import PROJECT_ROOT, LabConfig
 from labhelpers.errors import LabConfigError
 
 
 def test_defaults_with_an_empty_environment():
     config = LabConfig.from_env({})
     assert (config.fast, config.data_dir, config.output_dir, config.seed, config.model_name) == (
-        False, None, Path("outputs"), 0, None,
+        False, None, PROJECT_ROOT / "outputs", 0, None,
     )
     assert config.device in {"cpu", "cuda"}
 
@@ -53,3 +53,19 @@ def test_output_dir_that_is_a_file_is_rejected(tmp_path):
     afile.write_text("x")
     with pytest.raises(LabConfigError, match="LAB_OUTPUT_DIR=.* is a file"):
         LabConfig.from_env({"LAB_OUTPUT_DIR": str(afile)})
+
+
+def test_setup_seeds_every_generator_and_reports_the_size(capsys, tmp_path):
+    import random
+
+    import numpy as np
+    import torch
+
+    from labhelpers.config import setup
+
+    config = setup(seed=5, environ={"LAB_FAST": "1", "LAB_OUTPUT_DIR": str(tmp_path)})
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    setup(seed=5, environ={"LAB_FAST": "1", "LAB_OUTPUT_DIR": str(tmp_path)})
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+    assert config.seed == 5 and config.fast
+    assert "fast (LAB_FAST=1)" in capsys.readouterr().out
