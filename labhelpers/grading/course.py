@@ -1,0 +1,174 @@
+"""The nbgrader course: its settings, the student release, the grade cells and which exercise each belongs to."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from traitlets.config import Config
+
+from labhelpers.config import PROJECT_ROOT
+from labhelpers.errors import LabError
+
+ASSIGNMENT = "dora"
+NOTEBOOK = "dora_lab"
+COURSE_ID = "dora-lab"
+SOURCE_NOTEBOOK = PROJECT_ROOT / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+RELEASE_NOTEBOOK = PROJECT_ROOT / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+
+# nbgrader's sections are `## Exercise N: title` markdown headings; grade cells belong to the last one above them.
+_EXERCISE_HEADING = re.compile(r"^##\s+Exercise\s+(\d+)\s*:", re.MULTILINE)
+
+
+class LabGradingError(LabError):
+    """Releasing or grading could not go on (missing source notebook, unusable folder, nbgrader failure)."""
+
+
+def course_config(root: Path = PROJECT_ROOT, db_path: Path | None = None) -> Config:
+    """Return the nbgrader settings of the project's nbgrader_config.py, moved to another course folder if asked.
+
+    Args:
+        root: the course folder (holds solutions/ and notebooks/).
+        db_path: the gradebook file (default: the one nbgrader_config.py names).
+
+    Returns:
+        A traitlets Config for nbgrader's apps and NbGraderAPI.
+    """
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config_file = PROJECT_ROOT / "nbgrader_config.py"
+    if not config_file.is_file():
+        raise LabGradingError(f"{config_file} is missing: restore it from git (`git checkout nbgrader_config.py`).")
+    config = PyFileConfigLoader(config_file.name, path=str(config_file.parent)).load_config()
+    config.CourseDirectory.root = str(root)
+    if db_path is not None:
+        config.CourseDirectory.db_url = f"sqlite:///{db_path}"
+    return config
+
+
+def nbgrader_api(config: Config):
+    """Return nbgrader's own Python API (NbGraderAPI) for the course `config` describes."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    # nbgrader runs the `alembic` executable to create a gradebook: it must be on PATH (the venv's bin/).
+    bin_dir = os.path.dirname(os.path.abspath(os.sys.executable))
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    # The API checks its exchange folder (JupyterHub hand-out, unused here) at start: any writable one will do.
+    config.Exchange.root = tempfile.gettempdir()
+    return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+
+def generate_assignment(config: Config, use_database: bool) -> Path:
+    """Run nbgrader's generate_assignment on the course's source notebook (outputs cleared, overwriting).
+
+    Args:
+        config: the course (see course_config).
+        use_database: record the assignment, its cells and checksums in the gradebook (grading needs it).
+
+    Returns:
+        The generated student notebook.
+    """
+    root = Path(config.CourseDirectory.root)
+    source = root / config.CourseDirectory.source_directory / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    if not source.is_file():
+        raise LabGradingError(f"No source notebook at {source}: the instructor's nbgrader notebook must be there.")
+    # nbgrader generate_assignment --no-db: a release needs no gradebook.
+    config.GenerateAssignment.no_database = not use_database
+    config.SaveCells.enabled = use_database
+    result = nbgrader_api(config).generate_assignment(ASSIGNMENT, force=True, create=True)
+    if not result["success"]:
+        raise LabGradingError(f"nbgrader generate_assignment failed on {source}:\n{result.get('log', '')}{result.get('error', '')}")
+    return root / config.CourseDirectory.release_directory / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+
+
+def release(root: Path = PROJECT_ROOT) -> Path:
+    """Regenerate the student notebook notebooks/dora/dora_lab.ipynb from solutions/ with nbgrader.
+
+    Args:
+        root: the course folder (the project by default).
+
+    Returns:
+        The path of the written student notebook.
+    """
+    return generate_assignment(course_config(root), use_database=False)
+
+
+@dataclass(frozen=True)
+class GradeCell:
+    """One graded cell of the source notebook.
+
+    Attributes:
+        grade_id: nbgrader's id, e.g. ``decompose_weight_matches_definition``.
+        points: its maximum score.
+        exercise: the number N of the ``## Exercise N:`` section it is in (0 before the first).
+        autograded: True for test code cells, False for manually graded answers.
+        source: the instructor's source (test cells keep their hidden tests).
+    """
+
+    grade_id: str
+    points: float
+    exercise: int
+    autograded: bool
+    source: str
+
+
+def grade_cells(notebook: nbformat.NotebookNode) -> list[GradeCell]:
+    """Return the graded cells of an nbgrader source notebook, in order, with their exercise numbers."""
+    cells, exercise = [], 0
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            found = _EXERCISE_HEADING.search(cell.source)
+            if found:
+                exercise = int(found.group(1))
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade"):
+            cells.append(
+                GradeCell(
+                    grade_id=meta["grade_id"],
+                    points=float(meta.get("points", 0)),
+                    exercise=exercise,
+                    autograded=cell.cell_type == "code" and not meta.get("solution", False),
+                    source=cell.source,
+                )
+            )
+    return cells
+
+
+def exercises(notebook: nbformat.NotebookNode) -> list[int]:
+    """Return the exercise numbers that hold at least one graded cell, in order."""
+    return sorted({cell.exercise for cell in grade_cells(notebook)})
+
+
+def setup_sources(notebook: nbformat.NotebookNode) -> list[str]:
+    """Return the instructor's code cells before the first exercise (imports, setup()): what every check needs."""
+    sources = []
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown" and _EXERCISE_HEADING.search(cell.source):
+            break
+        if cell.cell_type == "code":
+            sources.append(cell.source)
+    return sources
+
+
+def validate(notebook_path: Path, invert: bool = False) -> dict:
+    """Run nbgrader's validator on a notebook (executing it here, unsandboxed: instructor notebooks only).
+
+    Args:
+        notebook_path: a solutions or release notebook.
+        invert: nbgrader validate --invert: report the test cells that pass instead of those that fail.
+
+    Returns:
+        nbgrader's Validator.validate dictionary (keys such as ``failed``, ``passed``, ``errors``).
+    """
+    from nbgrader.validator import Validator
+
+    config = course_config()
+    config.Validator.invert = invert
+    config.Execute.timeout = 600
+    return Validator(config=config).validate(str(notebook_path))

@@ -1,0 +1,106 @@
+"""nbgrader's Execute preprocessor, sandboxed: kernels in the sandbox, output caps, a dead kernel fails only what is left."""
+
+from __future__ import annotations
+
+import json
+
+from jupyter_core.utils import ensure_async, run_sync
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat.notebooknode import NotebookNode
+from nbformat.v4 import new_output
+from nbgrader.preprocessors import Execute
+from traitlets import Integer
+
+from labhelpers.grading.sandbox import SandboxKernelManager
+
+KERNEL_STOPPED = "KernelStopped"
+NOT_RUN = "NotRun"
+OUTPUT_TRUNCATED = "[output truncated by the grader]"
+
+
+def _error(ename: str, evalue: str) -> NotebookNode:
+    return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+class SandboxedExecute(Execute):
+    """Execute a submission in SandboxKernelManager's kernel, surviving floods, hangs and crashes.
+
+    * Output beyond `max_output_bytes` per cell is dropped (one note says so), so a print loop cannot fill the
+      grader's memory; nbgrader's LimitOutput then trims what is kept.
+    * A time-out interrupts the cell (nbgrader's behaviour); after `max_timeouts` time-outs the kernel is killed,
+      since a kernel that ignores interrupts would otherwise make every later cell wait for its own time-out.
+    * When the kernel dies (sys.exit in a thread, os._exit, a crash, the memory cap), the cell gets a
+      KernelStopped error and every later code cell a NotRun error, so their tests score 0 (a test cell
+      with no error output would otherwise score full points) while earlier results stand.
+    """
+
+    max_output_bytes = Integer(1_000_000, help="Most bytes of output kept per cell (figures included).").tag(config=True)
+    max_timeouts = Integer(2, help="Cell time-outs after which the kernel is killed.").tag(config=True)
+
+    last_events: list[str] = []
+    """What went wrong in the latest run (read by the grading worker: one submission per process)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
+        super().__init__(**kwargs)
+        self._stopped: str | None = None
+        self._timeouts = 0
+        self._bytes: dict[int, int] = {}
+        self.events: list[str] = []
+        type(self).last_events = self.events
+
+    def output(self, outs, msg, display_id, cell_index):
+        size = len(json.dumps(msg.get("content", {}), default=str))
+        used = self._bytes.get(cell_index, 0)
+        self._bytes[cell_index] = used + size
+        if used + size <= self.max_output_bytes:
+            return super().output(outs, msg, display_id, cell_index)
+        if used <= self.max_output_bytes:
+            outs.append(new_output("stream", name="stderr", text=f"\n{OUTPUT_TRUNCATED}: more than {self.max_output_bytes} bytes\n"))
+            self.events.append(f"output truncated in cell {self._cell_label(self.nb.cells[cell_index])}")
+        return None
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        self._timeouts += 1
+        self.events.append(f"time-out ({timeout} s) in cell {self._cell_label(cell)}")
+        if self._timeouts >= self.max_timeouts:
+            await ensure_async(self.km.shutdown_kernel(now=True))
+            raise DeadKernelError(f"the kernel was stopped after {self._timeouts} cell time-outs of {timeout} s")
+        return await super()._async_handle_timeout(timeout, cell)
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        if cell.cell_type != "code" or not cell.source.strip():
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        if self._stopped:
+            cell.outputs = [_error(NOT_RUN, f"not run: {self._stopped}")]
+            return cell
+        try:
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        except DeadKernelError as error:
+            reason = str(error) if "time-out" in str(error) else self._death_reason()
+            self._stopped = f"{reason} in cell {self._cell_label(cell)}"
+            self.events.append(self._stopped)
+            cell.outputs.append(_error(KERNEL_STOPPED, self._stopped))
+            return cell
+        except CellTimeoutError as error:
+            # The reply came but its output did not (IOPub): the cell counts as failed, the kernel goes on.
+            self.events.append(f"no output before the time-out in cell {self._cell_label(cell)}")
+            cell.outputs.append(_error("CellTimeoutError", str(error).splitlines()[0]))
+            return cell
+
+    # NotebookClient binds the synchronous wrapper to its own coroutine: rebind it to ours.
+    execute_cell = run_sync(async_execute_cell)
+
+    def _death_reason(self) -> str:
+        code = None
+        provisioner = getattr(self.km, "provisioner", None)
+        process = getattr(provisioner, "process", None)
+        if process is not None:
+            code = process.poll()
+        return "the kernel stopped" + (f" (exit code {code})" if code is not None else "") + " (exit, crash or memory cap)"
+
+    @staticmethod
+    def _cell_label(cell) -> str:
+        if cell is None:
+            return "?"
+        return cell.metadata.get("nbgrader", {}).get("grade_id") or f"#{cell.get('execution_count') or '?'}"

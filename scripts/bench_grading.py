@@ -1,0 +1,68 @@
+"""Time `dora-lab grade` on a sample class, serially and with --jobs N, side by side; print the ratio.
+
+    LAB_FAST=1 LAB_DATA_DIR=../shared/data/sst2 .venv/bin/python scripts/bench_grading.py [--students 10] [--jobs 2]
+
+The class is generated from a fresh nbgrader release of solutions/: it cycles through the instructor's solutions,
+Exercises 1-2 only, and the untouched release. Both runs must give identical grades.csv files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+from labhelpers.grading import GradingOptions, grade
+from labhelpers.grading.course import SOURCE_NOTEBOOK, release
+from labhelpers.grading.samples import answered, answers_of_exercises, perfect, write_submission
+
+
+def make_class(folder: Path, source_path: Path, students: int) -> None:
+    course = folder / "course"
+    (course / "solutions" / "dora").mkdir(parents=True)
+    (course / "solutions" / "dora" / "dora_lab.ipynb").write_bytes(source_path.read_bytes())
+    student = nbformat.read(release(course), as_version=4)
+    source = nbformat.read(source_path, as_version=4)
+    kinds = [perfect(student, source), answered(student, answers_of_exercises(source, {1, 2})), student]
+    for index in range(students):
+        write_submission(folder / "submissions", f"student{index:02d}", kinds[index % len(kinds)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--source", type=Path, default=SOURCE_NOTEBOOK, help="nbgrader source notebook")
+    options = parser.parse_args()
+    os.environ.setdefault("LAB_FAST", "1")
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_class(folder, options.source, options.students)
+        seconds, csvs = {}, {}
+        for jobs in (1, options.jobs):
+            started = time.perf_counter()
+            path = grade(folder / "submissions", folder / f"graded-{jobs}", GradingOptions(jobs=jobs),
+                         source_notebook=options.source, progress=False)
+            seconds[jobs] = time.perf_counter() - started
+            csvs[jobs] = path.read_text()
+    serial, parallel = seconds[1], seconds[options.jobs]
+    print(f"{options.students} submissions on {os.cpu_count()} cores")
+    print(f"serial:     {serial:7.1f} s  ({serial / options.students:.1f} s per submission)")
+    print(f"--jobs {options.jobs}:   {parallel:7.1f} s  ({parallel / options.students:.1f} s per submission)")
+    print(f"ratio --jobs {options.jobs} / serial: {parallel / serial:.2f}")
+    print("grades identical: " + ("yes" if csvs[1] == csvs[options.jobs] else "NO"))
+    if csvs[1] != csvs[options.jobs]:
+        serial_rows, parallel_rows = set(csvs[1].splitlines()), set(csvs[options.jobs].splitlines())
+        print("serial only:  ", *sorted(serial_rows - parallel_rows), sep="\n  ")
+        print(f"--jobs {options.jobs} only:", *sorted(parallel_rows - serial_rows), sep="\n  ")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
