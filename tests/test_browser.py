@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from _jupyter import running_lab
 
 from labhelpers.config import PROJECT_ROOT
 
@@ -49,12 +43,6 @@ WRONG_AXIS_ANSWER = CORRECT_ANSWER.replace("dim=1", "dim=0")
 # Tracebacks and stream writes to stderr share this mime type; an exception is told apart by its `XxxError` line.
 STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
 EXCEPTION = re.compile(r"^\w*(Error|Exception)\b", re.MULTILINE)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def exceptions(cell) -> list[str]:
@@ -127,53 +115,14 @@ def lab_url(tmp_path_factory):
     """A real `jupyter lab` on 127.0.0.1 rooted at a copy of notebooks/; yields the student notebook's URL and token."""
     if not (NOTEBOOKS / NOTEBOOK).is_file():
         pytest.fail(f"{NOTEBOOKS / NOTEBOOK} not found: generate the student notebooks with `make release`")
-    port, token = free_port(), secrets.token_hex(16)
     tmp = tmp_path_factory.mktemp("browser")
     shutil.copytree(NOTEBOOKS, tmp / "notebooks")
-    home = tmp / "jupyter"
     # Fresh user settings, and no prompt to fetch Jupyter news over the notebook.
-    notification = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification = tmp / "jupyter" / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True)
     notification.write_text('{"fetchNews": "false", "checkForUpdates": false}')
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "JUPYTER_CONFIG_DIR": str(home / "config"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "IPYTHONDIR": str(home / "ipython"),
-        "LAB_OUTPUT_DIR": str(tmp / "outputs"),
-    }
-    command = [
-        str(bin_dir / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp / 'notebooks'}", "--allow-root",
-        f"--LabApp.user_settings_dir={home / 'settings'}", f"--LabApp.workspaces_dir={home / 'workspaces'}",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]
-    log_path = tmp / "jupyter.log"
-    with log_path.open("w") as log:
-        # Started outside the project: nbgrader's server extensions read nbgrader_config.py from the working folder.
-        server = subprocess.Popen(command, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                request = urllib.request.Request(f"{base}/api/status", headers={"Authorization": f"token {token}"})
-                try:
-                    urllib.request.urlopen(request, timeout=5).close()
-                    break
-                except (urllib.error.URLError, ConnectionError, TimeoutError):
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        server.kill()
-                        pytest.fail(f"jupyter lab did not start:\n{log_path.read_text()}")
-                    time.sleep(0.5)
-            yield f"{base}/lab/tree/{NOTEBOOK}?token={token}"
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    with running_lab(tmp / "notebooks", tmp, extra_env={"LAB_OUTPUT_DIR": str(tmp / "outputs")}) as (base, token):
+        yield f"{base}/lab/tree/{NOTEBOOK}?token={token}"
 
 
 @pytest.fixture(scope="module")

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
+from _jupyter import running_lab
 
 from labhelpers.config import PROJECT_ROOT
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str, token: str):
@@ -34,34 +22,9 @@ def _get(url: str, token: str):
 
 @pytest.fixture(scope="module")
 def jupyter_lab(tmp_path_factory):
-    """A real JupyterLab server on 127.0.0.1 rooted at notebooks/; yields (base_url, token)."""
-    port, token = free_port(), secrets.token_hex(16)
-    home = tmp_path_factory.mktemp("jupyter-home")
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    command = [
-        str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={NOTEBOOKS}", "--allow-root",
-    ]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _get(f"{base}/api/status", token)
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    server.kill()
-                    pytest.fail(f"jupyter lab did not start:\n{server.stdout.read()}")
-                time.sleep(0.5)
-        yield base, token
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    """A real JupyterLab server on 127.0.0.1 rooted at the project's notebooks/; yields (base_url, token)."""
+    with running_lab(NOTEBOOKS, tmp_path_factory.mktemp("jupyter-lab")) as server:
+        yield server
 
 
 def test_server_serves_the_student_notebooks(jupyter_lab):
