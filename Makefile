@@ -22,11 +22,12 @@ ASSIGNMENT := dora
 PYTEST_ARGS ?=
 JUPYTER_PORT ?= 8888
 
-.PHONY: help venv lab test test-browser release data bench grade clean
+.PHONY: help venv lab test test-grading test-browser release data bench clean
 
 help:
 	@echo "make lab           set up .venv and open JupyterLab on notebooks/"
 	@echo "make test          set up .venv and run the whole test suite"
+	@echo "make test-grading  grade sample classes end to end in sandboxes (several minutes)"
 	@echo "make test-browser  drive JupyterLab in headless Chromium (needs /usr/bin/chromium)"
 	@echo "make release       regenerate notebooks/ from solutions/ with nbgrader"
 	@echo "make data          download SST-2 from the hub into data/sst2 (needs network)"
@@ -49,7 +50,11 @@ lab: $(STAMP)
 # (--dist loadscope keeps each module, and each notebook's cells, on one worker).
 test: $(STAMP)
 	LAB_FAST=1 LAB_OUTPUT_DIR=$(abspath outputs/test) $(BIN)/python -m pytest -n 2 --dist loadscope \
-		--nbval-lax --nbval-cell-timeout=600 tests solutions/$(ASSIGNMENT)/dora_lab.ipynb $(PYTEST_ARGS)
+		-m "not grading_e2e" --nbval-lax --nbval-cell-timeout=600 tests solutions/$(ASSIGNMENT)/dora_lab.ipynb $(PYTEST_ARGS)
+
+# Grades generated sample classes end to end, honest and adversarial, in sandboxes (several minutes).
+test-grading: $(STAMP)
+	LAB_FAST=1 $(BIN)/python -m pytest -n 2 --dist loadscope -m grading_e2e tests/test_grading.py tests/test_grading_adversarial.py $(PYTEST_ARGS)
 
 test-browser: $(STAMP)
 	LAB_FAST=1 $(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 # Typical mistakes: (student id, answer cell, (wrong text, right text) in the instructor's solution, test cell it fails).
 MISTAKES = [
     ("dim0_magnitude", "decompose_weight", ("dim=0", "dim=1"), "decompose_weight_matches_definition"),
-    ("missing_scaling", "dora_linear", ("scale * lora", "scale * self.scaling * lora"), "dora_linear_matches_peft"),
+    ("missing_scaling", "dora_linear", ("self.lora_B, 1.0", "self.lora_B, self.scaling"), "dora_linear_matches_peft"),
     ("no_projection", "dora_direction_gradient", ("if True:", "if detach_norm:"), "dora_direction_gradient_matches_autograd"),
 ]
 
@@ -81,8 +81,10 @@ def sample_class(tmp_path_factory, fresh_release, source, lab_env):
     write_submission(folder, "perfect", perfect(student, source))
     write_submission(folder, "untouched", student)
     write_submission(folder, "exercises_1_2", answered(student, answers_of_exercises(source, {1, 2})))
+    # Mistakes are made in Exercises 1-3 only, so that their runs skip the training of Exercise 4 (CI time).
+    first_three = answers_of_exercises(source, {1, 2, 3})
     for student_id, cell, (wrong, right), _ in MISTAKES:
-        write_submission(folder, student_id, answered(student, {**solutions, cell: _wrong(solutions[cell], right, wrong)}))
+        write_submission(folder, student_id, answered(student, {**first_three, cell: _wrong(solutions[cell], right, wrong)}))
     out = tmp_path_factory.mktemp("graded")
     path = grade(folder, out, GradingOptions(jobs=2, timeout_cell=300, timeout_submission=900), source_notebook=SOURCE_NOTEBOOK)
     return out, read_grades(path)
@@ -116,6 +118,7 @@ def test_nbgrader_validate_invert_fails_every_test_of_the_release(lab_env, fresh
     assert validate(fresh_release, invert=True) == {}
 
 
+@pytest.mark.grading_e2e
 def test_perfect_gets_every_autograded_point_and_untouched_none(sample_class, source):
     _, rows = sample_class
     total = sum(points_by_cell(source).values())
@@ -126,6 +129,7 @@ def test_perfect_gets_every_autograded_point_and_untouched_none(sample_class, so
     assert float(rows["untouched"]["score"]) == 0
 
 
+@pytest.mark.grading_e2e
 def test_partial_submission_scores_exactly_its_exercises(sample_class, source):
     _, rows = sample_class
     by_exercise = points_by_exercise(source)
@@ -133,11 +137,13 @@ def test_partial_submission_scores_exactly_its_exercises(sample_class, source):
     assert 0 < float(rows["exercises_1_2"]["score"]) == expected < sum(by_exercise.values())
 
 
+@pytest.mark.grading_e2e
 @pytest.mark.parametrize("student_id, cell, change, failed_test", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_each_mistake_loses_exactly_its_checks_points(sample_class, source, student_id, cell, change, failed_test):
     out, rows = sample_class
-    points = points_by_cell(source)
-    assert float(rows[student_id]["score"]) == sum(points.values()) - points[failed_test]
+    by_exercise = points_by_exercise(source)
+    expected = by_exercise[1] + by_exercise[2] + by_exercise[3] - points_by_cell(source)[failed_test]
+    assert float(rows[student_id]["score"]) == expected
     # The feedback shows the check's own message: run the check on the same wrong answer here to know it.
     namespace: dict = {}
     for setup in source.cells[:2]:
@@ -153,6 +159,7 @@ def test_each_mistake_loses_exactly_its_checks_points(sample_class, source, stud
     assert message in feedback
 
 
+@pytest.mark.grading_e2e
 def test_outputs_are_in_place(sample_class):
     out, rows = sample_class
     assert (out / "gradebook.db").is_file()
@@ -163,12 +170,14 @@ def test_outputs_are_in_place(sample_class):
         assert (out / "feedback" / student_id / "dora_lab.html").stat().st_size > 0
 
 
+@pytest.mark.grading_e2e
 def test_export_rebuilds_the_same_csv_from_the_gradebook(sample_class, tmp_path):
     out, _ = sample_class
     again = write_grades_csv(out, tmp_path / "grades.csv")
     assert again.read_text() == (out / "grades.csv").read_text()
 
 
+@pytest.mark.grading_e2e
 def test_regrading_is_idempotent_and_serial_equals_parallel(tmp_path, fresh_release, source, lab_env):
     student = nbformat.read(fresh_release, as_version=4)
     folder = tmp_path / "submissions"

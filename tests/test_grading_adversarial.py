@@ -23,9 +23,9 @@ from labhelpers.grading.course import SOURCE_NOTEBOOK
 from labhelpers.grading.sandbox import probe
 from labhelpers.grading.samples import answered, answers_of_exercises, points_by_exercise, write_submission
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading_adversarial")]
+pytestmark = [pytest.mark.grading_e2e, pytest.mark.slow, pytest.mark.xdist_group("grading_adversarial")]
 
-TIMEOUT_CELL = 20
+TIMEOUT_CELL = 60
 CANARY = "graded_by_student.txt"
 
 WRONG_DECOMPOSE = "def decompose_weight(W):\n    m = W.norm(dim=0, keepdim=True)\n    return m, W / m\n"
@@ -120,7 +120,7 @@ def hostile_class(tmp_path_factory, sst2_dir):
     (folder / "symlink").mkdir()
     (folder / "symlink" / "dora_lab.ipynb").symlink_to(folder / "reference" / "dora_lab.ipynb")
 
-    watched = [SOURCE_NOTEBOOK, folder / "reference" / "dora_lab.ipynb", *sorted((PROJECT_ROOT / "labhelpers").rglob("*.py"))]
+    watched = [SOURCE_NOTEBOOK, folder / "reference" / "dora_lab.ipynb"]
     before = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in watched}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LAB_DATA_DIR", str(sst2_dir))
@@ -134,20 +134,23 @@ def hostile_class(tmp_path_factory, sst2_dir):
 
 
 # (student id, exercises whose points it loses relative to `reference`, text its status must contain).
-EX1, EX2 = (1,), (2,)
+EX1 = (1,)
 CASES = [
     ("tampered_test_cell", EX1, "edited instructor cells restored: decompose_weight_matches_definition"),
     ("deleted_test_cell", EX1, "deleted instructor cells restored: decompose_weight_matches_definition"),
     ("patched_comparisons", EX1, "allclose"),
     ("patched_checks", EX1, "check_"),
-    ("patch_inside_answer", EX1, "allclose"),
-    ("infinite_loop", EX2, "the kernel was stopped after 2 cell time-outs"),
+    ("patch_inside_answer", EX1, "review answer code mentioning: allclose"),
     ("sys_exit", (), "review answer code mentioning: sys.exit"),
-    ("os_exit", EX2, "the kernel stopped (exit code 0)"),
     ("memory_bomb", (), "ok"),
     ("output_flood", (), "output truncated"),
     ("writes_everywhere", (), "review answer code mentioning"),
     ("wrong_name", (), "notebook named my_dora_lab.ipynb, graded as dora_lab.ipynb"),
+]
+# A fault in Exercise 2's answer cell: the points earned before it (Exercise 1) stand, every later test fails.
+FAULTS = [
+    ("infinite_loop", "the kernel was stopped after 2 cell time-outs"),
+    ("os_exit", "the kernel stopped (exit code 0)"),
 ]
 BROKEN = [
     ("corrupt_json", "dora_lab.ipynb is not a valid notebook"),
@@ -169,6 +172,13 @@ def test_attack_gains_nothing_and_costs_only_its_author(hostile_class, student_i
     expected = float(rows["reference"]["score"]) - sum(points_by_exercise(source)[number] for number in lost)
     assert float(rows[student_id]["score"]) == expected
     assert status in rows[student_id]["status"]
+
+
+@pytest.mark.parametrize("student_id, status", FAULTS, ids=[case[0] for case in FAULTS])
+def test_fault_keeps_the_points_earned_before_it(hostile_class, student_id, status):
+    row, source = hostile_class["rows"][student_id], hostile_class["source"]
+    assert float(row["score"]) == points_by_exercise(source)[1] == float(row["exercise_1"])
+    assert status in row["status"]
 
 
 @pytest.mark.parametrize("student_id, status", BROKEN, ids=[case[0] for case in BROKEN])

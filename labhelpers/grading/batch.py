@@ -260,6 +260,10 @@ def grade(
                 result = future.result()
                 statuses[result.student_id] = {"status": result.status, "review": result.review, "seconds": result.seconds}
     finally:
+        # Also on Ctrl-C: no student process outlives the run.
+        if switch_user:
+            for slot, _ in gradable:
+                kill_user_processes(SANDBOX_UID_BASE + slot)
         shutil.rmtree(scratch_root, ignore_errors=True)
     (out_dir / STATUS_FILE).write_text(json.dumps(statuses, indent=1, sort_keys=True))
     publish_feedback(out_dir)

@@ -45,6 +45,8 @@ def course_config(root: Path = PROJECT_ROOT, db_path: Path | None = None) -> Con
         raise LabGradingError(f"{config_file} is missing: restore it from git (`git checkout nbgrader_config.py`).")
     config = PyFileConfigLoader(config_file.name, path=str(config_file.parent)).load_config()
     config.CourseDirectory.root = str(root)
+    if db_path is None and Path(root).resolve() != PROJECT_ROOT:
+        db_path = Path(root) / "gradebook.db"  # another course folder keeps its own gradebook
     if db_path is not None:
         config.CourseDirectory.db_url = f"sqlite:///{db_path}"
     return config
@@ -168,7 +170,18 @@ def validate(notebook_path: Path, invert: bool = False) -> dict:
     """
     from nbgrader.validator import Validator
 
+    from labhelpers.grading.sandbox import LIBRARY_WARNINGS
+
     config = course_config()
     config.Validator.invert = invert
     config.Execute.timeout = 600
-    return Validator(config=config).validate(str(notebook_path))
+    # As when grading: a library's deprecation notice on stderr would fail the cell (nbgrader's rule).
+    previous = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = LIBRARY_WARNINGS
+    try:
+        return Validator(config=config).validate(str(notebook_path))
+    finally:
+        if previous is None:
+            del os.environ["PYTHONWARNINGS"]
+        else:
+            os.environ["PYTHONWARNINGS"] = previous

@@ -26,6 +26,10 @@ SANDBOX_UID_BASE = 61000
 """Sandbox users are numeric ids from here up, one per submission, with no login (no /etc/passwd entry needed)."""
 
 # Variables the sandboxed process may inherit; everything else (tokens, the grader's paths) is dropped.
+LIBRARY_WARNINGS = "ignore::DeprecationWarning,ignore::FutureWarning"
+"""PYTHONWARNINGS of graded kernels: nbgrader fails a test cell that writes to stderr, and the pinned libraries'
+deprecation notices must not cost points."""
+
 _PASSED_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "LAB_DATA_DIR", "LAB_SEED", "LAB_MODEL", "LAB_DEVICE")
 
 
@@ -181,6 +185,8 @@ def sandbox_environment(sandbox: Sandbox) -> dict[str, str]:
         JUPYTER_RUNTIME_DIR=os.path.join(home, ".local", "runtime"),
         IPYTHONDIR=os.path.join(home, ".ipython"),
         PYTHONDONTWRITEBYTECODE="1",
+        # nbgrader scores a test cell 0 when it writes to stderr: a library's deprecation notice must not cost points.
+        PYTHONWARNINGS=LIBRARY_WARNINGS,
         TOKENIZERS_PARALLELISM="false",
         OMP_NUM_THREADS=threads,
         MKL_NUM_THREADS=threads,

@@ -4,7 +4,8 @@ In the notebook a student's cell can run any statement before the tests (``torch
 redefining ``check_decompose_weight``, ...). Here each answer cell keeps only its imports, ``def``/``class``
 statements and constant assignments, loaded after the instructor's setup cells; then the setup's names (``torch``,
 the check functions, ...) are put back, and each test cell runs with a time limit. The library objects the checks rely on are
-recorded before any student code runs and compared after every step: a change fails the test as tampering.
+recorded before any student code runs and compared after every test: a change fails that test as tampering, and
+the objects are put back before the next one.
 
 Runs sandboxed: ``python -m labhelpers.grading.verify`` reads a JSON request on stdin and writes one JSON line
 per result on its stdout (the student's own prints go to /dev/null).
@@ -85,6 +86,27 @@ def _watched_state() -> dict[tuple[str, str], object]:
     return state
 
 
+def _restore(before: dict[tuple[str, str], object]) -> None:
+    """Put every watched object back (and drop added builtins), so that one tampering test cannot help the next."""
+    import torch
+
+    owners = {name: sys.modules[name] for name in {where for where, _ in before} if name in sys.modules}
+    for cls in (torch.Tensor, torch.nn.Module, torch.nn.Linear, getattr(torch._C, "TensorBase", torch.Tensor)):
+        owners[cls.__qualname__] = cls
+    for (where, key), value in before.items():
+        owner = owners.get(where)
+        if owner is not None and vars(owner).get(key, _MISSING) is not value:
+            try:
+                setattr(owner, key, value)
+            except (AttributeError, TypeError):
+                pass
+    import builtins
+
+    for where, key in _watched_state().keys() - before.keys():
+        if where == "builtins":
+            delattr(builtins, key)
+
+
 def _changes(before: dict[tuple[str, str], object]) -> list[str]:
     after = _watched_state()
     changed = [f"{where}.{key}" for (where, key), value in before.items() if after.get((where, key), _MISSING) is not value]
@@ -136,24 +158,26 @@ def run(request: dict, report) -> None:
                 signal.alarm(0)
     # The setup's names (torch, the check functions, ...) are the instructor's again, whatever the answers defined.
     namespace.update(instructor_names)
-    tampered = _changes(before)
+    loaded_tampering = _changes(before)
+    if loaded_tampering:
+        notes.append("loading the answers replaced " + ", ".join(loaded_tampering[:5]) + " (put back before the tests)")
+        _restore(before)
     report(notes=notes)
     for test in request["tests"]:
         passed, message = False, ""
+        signal.alarm(timeout)
+        try:
+            exec(compile(test["source"], f"<test {test['grade_id']}>", "exec"), dict(namespace))
+            passed = True
+        except BaseException as error:  # noqa: BLE001
+            message = "".join(traceback.format_exception_only(type(error), error)).strip()
+        finally:
+            signal.alarm(0)
+        tampered = _changes(before)
         if tampered:
-            message = "answer code replaced " + ", ".join(tampered[:5])
-        else:
-            signal.alarm(timeout)
-            try:
-                exec(compile(test["source"], f"<test {test['grade_id']}>", "exec"), dict(namespace))
-                passed = True
-            except BaseException as error:  # noqa: BLE001
-                message = "".join(traceback.format_exception_only(type(error), error)).strip()
-            finally:
-                signal.alarm(0)
-            tampered = _changes(before)
-            if tampered:
-                passed, message = False, "answer code replaced " + ", ".join(tampered[:5])
+            # The verdict may rest on a replaced comparison or check: the test fails, the next one starts clean.
+            passed, message = False, "answer code replaced " + ", ".join(tampered[:5])
+            _restore(before)
         report(grade_id=test["grade_id"], passed=passed, tampered=bool(tampered), message=message[:_MESSAGE_LIMIT])
     report(done=True)
 
