@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -24,7 +25,7 @@ from labhelpers.grading.course import (
     ASSIGNMENT, NOTEBOOK, SOURCE_NOTEBOOK, LabGradingError, course_config, generate_assignment,
 )
 from labhelpers.grading.export import write_grades_csv
-from labhelpers.grading.sandbox import SANDBOX_UID_BASE, kill_user_processes, probe
+from labhelpers.grading.sandbox import MAX_SLOTS, kill_user_processes, probe, run_uid_base
 from labhelpers.grading.worker import Job, Result, result_path, zero_in_gradebook
 
 _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -183,7 +184,7 @@ def _run_worker(job: Job, course: Path, timeout: float) -> Result:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            kill_user_processes(SANDBOX_UID_BASE + job.slot if job.switch_user else None)
+            kill_user_processes(job.uid_base + job.slot if job.switch_user else None)
             shutil.rmtree(Path(job.scratch_root) / f"slot-{job.slot}", ignore_errors=True)
             return Result(student_id=job.student_id, status=[f"submission time limit ({timeout:.0f} s) exceeded: 0 points"])
     path = result_path(course, job.student_id)
@@ -221,7 +222,7 @@ def grade(
     # Student code cannot see the instructor's folders or classmates' originals (where the kernel allows it).
     hide = [str(p) for p in (out_dir, submissions_dir, source_notebook.resolve().parent.parent, PROJECT_ROOT / "solutions")
             if p.is_dir() and not _contains_needed(p)]
-    threads = max(1, (os.cpu_count() or 1) // max(1, options.jobs))
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(options.jobs, MAX_SLOTS - 1)))
     problem = probe(scratch_root)
     switch_user = not problem
     if problem:
@@ -229,20 +230,33 @@ def grade(
                       "but without write protection. Grade as root for full isolation.", stacklevel=2)
     statuses: dict[str, dict] = {}
     gradable = []
-    for slot, submission in enumerate(submissions):
+    jobs = max(1, min(options.jobs, MAX_SLOTS - 1))
+    uid_base = run_uid_base()
+    # One sandbox user per concurrent slot; a slot's processes and files are wiped before its next submission.
+    free_slots: queue.Queue[int] = queue.Queue()
+    for slot in range(jobs):
+        free_slots.put(slot)
+    for submission in submissions:
         _stage(course, submission)
         if submission.notebook is None:
             zero_in_gradebook(db_path, course, submission.student_id)
             statuses[submission.student_id] = {"status": submission.status, "review": []}
         else:
-            gradable.append((slot, submission))
+            gradable.append(submission)
 
-    def work(slot: int, submission: Submission) -> Result:
+    def work(submission: Submission) -> Result:
+        slot = free_slots.get()
+        try:
+            return _work(slot, submission)
+        finally:
+            free_slots.put(slot)
+
+    def _work(slot: int, submission: Submission) -> Result:
         deadline = time.time() + options.timeout_submission
         job = Job(
             course_root=str(course), db_path=str(db_path), student_id=submission.student_id, slot=slot,
             scratch_root=str(scratch_root), timeout_cell=options.timeout_cell, deadline=deadline,
-            memory_bytes=options.memory_bytes, threads=threads, hide=hide, switch_user=switch_user,
+            memory_bytes=options.memory_bytes, threads=threads, hide=hide, switch_user=switch_user, uid_base=uid_base,
         )
         try:
             result = _run_worker(job, course, options.timeout_submission)
@@ -254,16 +268,16 @@ def grade(
         return result
 
     try:
-        with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-            futures = [pool.submit(work, slot, submission) for slot, submission in gradable]
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(work, submission) for submission in gradable]
             for future in tqdm(as_completed(futures), total=len(futures), desc="grading", unit="student", disable=not progress):
                 result = future.result()
                 statuses[result.student_id] = {"status": result.status, "review": result.review, "seconds": result.seconds}
     finally:
         # Also on Ctrl-C: no student process outlives the run.
         if switch_user:
-            for slot, _ in gradable:
-                kill_user_processes(SANDBOX_UID_BASE + slot)
+            for slot in range(jobs):
+                kill_user_processes(uid_base + slot)
         shutil.rmtree(scratch_root, ignore_errors=True)
     (out_dir / STATUS_FILE).write_text(json.dumps(statuses, indent=1, sort_keys=True))
     publish_feedback(out_dir)

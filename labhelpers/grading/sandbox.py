@@ -23,7 +23,14 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 
 SANDBOX_UID_BASE = 61000
-"""Sandbox users are numeric ids from here up, one per submission, with no login (no /etc/passwd entry needed)."""
+"""Sandbox users are numeric ids from here up, with no login (no /etc/passwd entry needed)."""
+MAX_SLOTS = 32
+"""Most submissions one grading run sandboxes at once (--jobs)."""
+
+
+def run_uid_base(pid: int | None = None) -> int:
+    """Return this grading run's first sandbox uid: runs at the same time (distinct pids) never share a user id."""
+    return SANDBOX_UID_BASE + ((os.getpid() if pid is None else pid) % 60000) * MAX_SLOTS
 
 # Variables the sandboxed process may inherit; everything else (tokens, the grader's paths) is dropped.
 LIBRARY_WARNINGS = "ignore::DeprecationWarning,ignore::FutureWarning"
@@ -77,19 +84,21 @@ def can_switch_user() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def make_sandbox(scratch_root: Path, slot: int, switch_user: bool = True, **limits) -> Sandbox:
+def make_sandbox(scratch_root: Path, slot: int, switch_user: bool = True, uid_base: int = SANDBOX_UID_BASE,
+                 **limits) -> Sandbox:
     """Create a fresh scratch folder for one submission and the Sandbox that runs in it.
 
     Args:
         scratch_root: an existing folder the sandbox user can traverse (e.g. a fresh folder under /tmp).
-        slot: a number unique among submissions graded at the same time; gives the sandbox user id.
+        slot: a number below MAX_SLOTS unique among submissions graded at the same time; gives the sandbox user id.
         switch_user: run as the slot's unprivileged user when the grader is root (see probe()).
+        uid_base: the grading run's first sandbox uid (run_uid_base()).
         **limits: Sandbox fields (memory_bytes, threads, hide, ...).
 
     Returns:
         The Sandbox; its workdir exists, is empty and belongs to the sandbox user.
     """
-    uid = SANDBOX_UID_BASE + slot if switch_user and can_switch_user() else None
+    uid = uid_base + slot if switch_user and can_switch_user() else None
     if uid is None:
         warnings.warn(
             "Grading as a normal user: student code runs as you and could write where you can. "
@@ -112,7 +121,7 @@ def probe(scratch_root: Path) -> str:
 
     if not can_switch_user():
         return "not root"
-    sandbox = make_sandbox(scratch_root, slot=999, memory_bytes=6 * 2**30)
+    sandbox = make_sandbox(scratch_root, slot=MAX_SLOTS - 1, uid_base=run_uid_base(), memory_bytes=6 * 2**30)
     try:
         completed = subprocess.run(
             sandbox.command([sys.executable, "-P", "-c", "import labhelpers.config"]),

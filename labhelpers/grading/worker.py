@@ -43,6 +43,7 @@ class Job:
     threads: int
     hide: list[str] = field(default_factory=list)
     switch_user: bool = True
+    uid_base: int = 61000
 
 
 @dataclass
@@ -188,7 +189,8 @@ def phase_a_scores(job: Job) -> dict[str, float]:
 
 
 def _new_sandbox(job: Job) -> Sandbox:
-    return make_sandbox(Path(job.scratch_root), job.slot, switch_user=job.switch_user, memory_bytes=job.memory_bytes,
+    return make_sandbox(Path(job.scratch_root), job.slot, switch_user=job.switch_user, uid_base=job.uid_base,
+                        memory_bytes=job.memory_bytes,
                         threads=job.threads, hide=tuple(Path(p) for p in job.hide))
 
 
