@@ -27,7 +27,7 @@ JUPYTER_PORT ?= 8888
 help:
 	@echo "make lab           set up .venv and open JupyterLab on notebooks/"
 	@echo "make test          set up .venv and run the whole test suite"
-	@echo "make test-grading  grade sample classes end to end in sandboxes (several minutes)"
+	@echo "make test-grading  only grade the sample classes end to end (part of make test)"
 	@echo "make test-browser  drive JupyterLab in headless Chromium (needs /usr/bin/chromium)"
 	@echo "make release       regenerate notebooks/ from solutions/ with nbgrader"
 	@echo "make data          download SST-2 from the hub into data/sst2 (needs network)"
@@ -46,13 +46,14 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.port=$(JUPYTER_PORT)
 
-# LAB_FAST shrinks training so notebooks and grading run in minutes; pytest uses both cores
+# Everything: unit tests, the solutions notebook (nbval), JupyterLab in Chromium, and sample classes graded end to
+# end. LAB_FAST shrinks training so notebooks and grading run in minutes; pytest uses both cores
 # (--dist loadscope keeps each module, and each notebook's cells, on one worker).
 test: $(STAMP)
 	LAB_FAST=1 LAB_OUTPUT_DIR=$(abspath outputs/test) $(BIN)/python -m pytest -n 2 --dist loadscope \
-		-m "not grading_e2e" --nbval-lax --nbval-cell-timeout=600 tests solutions/$(ASSIGNMENT)/dora_lab.ipynb $(PYTEST_ARGS)
+		--nbval-lax --nbval-cell-timeout=600 tests solutions/$(ASSIGNMENT)/dora_lab.ipynb $(PYTEST_ARGS)
 
-# Grades generated sample classes end to end, honest and adversarial, in sandboxes (several minutes).
+# Only the end-to-end grading of the sample classes, honest and adversarial, in sandboxes (part of `make test`).
 test-grading: $(STAMP)
 	LAB_FAST=1 $(BIN)/python -m pytest -n 2 --dist loadscope -m grading_e2e tests/test_grading.py tests/test_grading_adversarial.py $(PYTEST_ARGS)
 

@@ -10,12 +10,14 @@ Run ``python -m labhelpers.bench --out outputs/bench.json`` (or ``make bench``) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import json
 import os
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -109,6 +111,21 @@ def _training_step(layer: nn.Module, x: torch.Tensor, grad_output: torch.Tensor)
     layer(x).backward(grad_output)
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 to /dev/null: the profiler's C++ side prints start/stop lines that no setting hides."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def peak_step_bytes(layer: nn.Module, x: torch.Tensor, grad_output: torch.Tensor) -> int:
     """Measure the peak CPU memory one training step allocates on top of what is live before it.
 
@@ -129,7 +146,7 @@ def peak_step_bytes(layer: nn.Module, x: torch.Tensor, grad_output: torch.Tensor
     _training_step(layer, x, grad_output)  # allocate lazily created state outside the measurement
     layer.zero_grad(set_to_none=True)
     x.grad = None
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         layer(x).backward(grad_output)
     allocation = torch._C._profiler._EventType.Allocation
     events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())

@@ -81,6 +81,40 @@ def stratified_indices(labels, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
+def length_grouped_order(lengths, order, batch_size: int, rng: np.random.Generator, megabatch: int = 32) -> np.ndarray:
+    """Reorder a shuffled index list so that each run of `batch_size` holds sentences of similar length.
+
+    The order is cut into windows of `megabatch * batch_size` indices; each window is sorted by length and cut
+    into batches, and the batches of the whole list are shuffled. Batches stay random samples of the data (only
+    their lengths are grouped), and dynamic padding then pads little: training is about twice as fast on SST-2
+    (the idea of Hugging Face's `group_by_length`).
+
+    Args:
+        lengths: (N,) length of every row (characters or tokens).
+        order: a permutation (or subset) of row indices, e.g. one epoch's shuffle.
+        batch_size: rows per batch.
+        rng: the numpy Generator that shuffles the batches.
+        megabatch: batches per sorted window.
+
+    Returns:
+        The same indices, reordered; consecutive `batch_size` slices are the batches.
+    """
+    lengths, order = np.asarray(lengths), np.asarray(order)
+    if batch_size < 1 or megabatch < 1:
+        raise ValueError(f"batch_size={batch_size} and megabatch={megabatch} must be at least 1")
+    window = batch_size * megabatch
+    batches = []
+    for start in range(0, len(order), window):
+        part = order[start : start + window]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    # A short last batch anywhere but at the end would change the mean loss weighting: keep full batches first.
+    full = [b for b in batches if len(b) == batch_size]
+    short = [b for b in batches if len(b) < batch_size]
+    full = [full[i] for i in rng.permutation(len(full))]
+    return np.concatenate(full + short) if batches else order[:0]
+
+
 def _read_split(split: str, data_dir) -> tuple[list[str], np.ndarray]:
     """Return (sentences, labels) of `split` from the first source that has SST-2."""
     if data_dir is not None:

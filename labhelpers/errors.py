@@ -15,3 +15,7 @@ class LabDataError(LabError):
 
 class LabModelError(LabError):
     """The base model could not be loaded."""
+
+
+class LabGradingError(LabError):
+    """Releasing or grading could not go on (missing source notebook, unusable folder, nbgrader failure)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from labhelpers import data
-from labhelpers.data import load_sst2, make_dataloader, stratified_indices
+from labhelpers.data import length_grouped_order, load_sst2, make_dataloader, stratified_indices
 from labhelpers.errors import LabDataError
 
 
@@ -164,3 +164,28 @@ def test_shuffled_dataloader_is_reproducible(sst2_dir, base_model_and_tokenizer)
     first = [b["labels"].tolist() for b in make_dataloader(ds, tokenizer, 8, shuffle=True, seed=1)]
     again = [b["labels"].tolist() for b in make_dataloader(ds, tokenizer, 8, shuffle=True, seed=1)]
     assert first == again
+
+
+def test_length_grouped_order_keeps_every_index_and_groups_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=1000)
+    order = rng.permutation(1000)[:333]
+    grouped = length_grouped_order(lengths, order, batch_size=16, rng=np.random.default_rng(1))
+    assert sorted(grouped.tolist()) == sorted(order.tolist())
+    batches = [grouped[i : i + 16] for i in range(0, len(grouped), 16)]
+    assert all(len(batch) == 16 for batch in batches[:-1]) and len(batches[-1]) == 333 % 16
+    spread = np.mean([np.ptp(lengths[batch]) for batch in batches])
+    random_spread = np.mean([np.ptp(lengths[order[i : i + 16]]) for i in range(0, 320, 16)])
+    assert spread < random_spread / 4
+    # Batches are shuffled: not one sorted run from longest to shortest.
+    maxima = [lengths[batch].max() for batch in batches[:-1]]
+    assert maxima != sorted(maxima, reverse=True)
+
+
+def test_length_grouped_order_is_reproducible_and_rejects_bad_sizes():
+    lengths = np.arange(100)
+    first = length_grouped_order(lengths, np.arange(100), 8, np.random.default_rng(3))
+    again = length_grouped_order(lengths, np.arange(100), 8, np.random.default_rng(3))
+    assert first.tolist() == again.tolist()
+    with pytest.raises(ValueError, match="batch_size=0"):
+        length_grouped_order(lengths, np.arange(100), 0, np.random.default_rng(3))

@@ -22,11 +22,14 @@ from labhelpers.grading.samples import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 
-# Typical mistakes: (student id, answer cell, (wrong text, right text) in the instructor's solution, test cell it fails).
+# Typical mistakes: (student id, answer cell, (wrong text, right text) in the instructor's solution, test cell it
+# fails, exercises answered). Only Exercise 4's mistake trains models (grading time).
 MISTAKES = [
-    ("dim0_magnitude", "decompose_weight", ("dim=0", "dim=1"), "decompose_weight_matches_definition"),
-    ("missing_scaling", "dora_linear", ("self.lora_B, 1.0", "self.lora_B, self.scaling"), "dora_linear_matches_peft"),
-    ("no_projection", "dora_direction_gradient", ("if True:", "if detach_norm:"), "dora_direction_gradient_matches_autograd"),
+    ("dim0_magnitude", "decompose_weight", ("dim=0", "dim=1"), "decompose_weight_matches_definition", {1, 2, 3}),
+    ("missing_scaling", "dora_linear", ("self.lora_B, 1.0", "self.lora_B, self.scaling"), "dora_linear_matches_peft", {1, 2, 3}),
+    ("no_projection", "dora_direction_gradient", ("if True:", "if detach_norm:"), "dora_direction_gradient_matches_autograd", {1, 2, 3}),
+    ("no_eval_mode", "training_loop", ("    correct = total", "    model.eval()\n    correct = total"), "evaluate_accuracy_matches_reference", {1, 2, 3, 4}),
+    ("delta_d_over_columns", "magnitude_direction_change", ("(W, W0, dim=0)", "(W, W0, dim=1)"), "magnitude_direction_change_matches_paper", {1, 2, 3, 5}),
 ]
 
 
@@ -81,10 +84,9 @@ def sample_class(tmp_path_factory, fresh_release, source, lab_env):
     write_submission(folder, "perfect", perfect(student, source))
     write_submission(folder, "untouched", student)
     write_submission(folder, "exercises_1_2", answered(student, answers_of_exercises(source, {1, 2})))
-    # Mistakes are made in Exercises 1-3 only, so that their runs skip the training of Exercise 4 (CI time).
-    first_three = answers_of_exercises(source, {1, 2, 3})
-    for student_id, cell, (wrong, right), _ in MISTAKES:
-        write_submission(folder, student_id, answered(student, {**first_three, cell: _wrong(solutions[cell], right, wrong)}))
+    for student_id, cell, (wrong, right), _, exercises in MISTAKES:
+        answers = {**answers_of_exercises(source, exercises), cell: _wrong(solutions[cell], right, wrong)}
+        write_submission(folder, student_id, answered(student, answers))
     out = tmp_path_factory.mktemp("graded")
     path = grade(folder, out, GradingOptions(jobs=2, timeout_cell=300, timeout_submission=900), source_notebook=SOURCE_NOTEBOOK)
     return out, read_grades(path)
@@ -138,11 +140,11 @@ def test_partial_submission_scores_exactly_its_exercises(sample_class, source):
 
 
 @pytest.mark.grading_e2e
-@pytest.mark.parametrize("student_id, cell, change, failed_test", MISTAKES, ids=[m[0] for m in MISTAKES])
-def test_each_mistake_loses_exactly_its_checks_points(sample_class, source, student_id, cell, change, failed_test):
+@pytest.mark.parametrize("student_id, cell, change, failed_test, exercises", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_each_mistake_loses_exactly_its_checks_points(sample_class, source, student_id, cell, change, failed_test, exercises):
     out, rows = sample_class
     by_exercise = points_by_exercise(source)
-    expected = by_exercise[1] + by_exercise[2] + by_exercise[3] - points_by_cell(source)[failed_test]
+    expected = sum(by_exercise[number] for number in exercises) - points_by_cell(source)[failed_test]
     assert float(rows[student_id]["score"]) == expected
     # The feedback shows the check's own message: run the check on the same wrong answer here to know it.
     namespace: dict = {}

@@ -25,7 +25,7 @@ from labhelpers.grading.samples import answered, answers_of_exercises, points_by
 
 pytestmark = [pytest.mark.grading_e2e, pytest.mark.slow, pytest.mark.xdist_group("grading_adversarial")]
 
-TIMEOUT_CELL = 60
+TIMEOUT_CELL = 40
 CANARY = "graded_by_student.txt"
 
 WRONG_DECOMPOSE = "def decompose_weight(W):\n    m = W.norm(dim=0, keepdim=True)\n    return m, W / m\n"
@@ -33,7 +33,10 @@ WRONG_DECOMPOSE = "def decompose_weight(W):\n    m = W.norm(dim=0, keepdim=True)
 # Student id -> (extra code appended to an answer cell or replacing it, expected points lost / kept).
 # Attack code goes at the end of the Exercise 2 answer cell ("dora_linear") unless said otherwise.
 LOOP_IGNORING_CTRL_C = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass\n"
-FLOOD = "while True:\n    print('spam ' * 2000)\n"
+# Stops when interrupted: only this cell is lost (its class is defined before the sleep), later tests still run.
+SLOW_BUT_INTERRUPTIBLE = "import time\ntime.sleep(10**6)\n"
+# 50 MB of output (an endless print loop is an infinite loop: the cell time-out covers it).
+FLOOD = "for _ in range(5000):\n    print('spam ' * 2000)\n"
 # Address space, not touched pages: the cap (RLIMIT_AS) stops it without stressing the CI machine.
 MEMORY_BOMB = "import torch\nhog = []\nwhile True:\n    hog.append(torch.empty(2**28, dtype=torch.uint8))\n"
 PATCH_COMPARISONS = (
@@ -107,6 +110,7 @@ def hostile_class(tmp_path_factory, sst2_dir):
     submit("patched_checks", {"decompose_weight": PATCH_CHECKS + WRONG_DECOMPOSE})
     submit("patch_inside_answer", {"decompose_weight": PATCH_INSIDE})
     submit("infinite_loop", after("dora_linear", LOOP_IGNORING_CTRL_C))
+    submit("slow_cell", after("dora_linear", SLOW_BUT_INTERRUPTIBLE))
     submit("sys_exit", after("decompose_weight", "import sys\nsys.exit(0)\n"))
     submit("os_exit", after("dora_linear", "import os\nos._exit(0)\n"))
     submit("memory_bomb", after("dora_linear", MEMORY_BOMB))
@@ -133,29 +137,37 @@ def hostile_class(tmp_path_factory, sst2_dir):
     return {"rows": rows, "out": out, "source": source, "unchanged": before == after_hashes}
 
 
-# (student id, exercises whose points it loses relative to `reference`, text its status must contain).
+# (student id, exercises whose points it loses relative to `reference`, its whole status in grades.csv).
 EX1 = (1,)
+T = TIMEOUT_CELL
+REVIEW = "review answer code mentioning: "
 CASES = [
     ("tampered_test_cell", EX1, "edited instructor cells restored: decompose_weight_matches_definition"),
     ("deleted_test_cell", EX1, "deleted instructor cells restored: decompose_weight_matches_definition"),
-    ("patched_comparisons", EX1, "allclose"),
-    ("patched_checks", EX1, "check_"),
-    ("patch_inside_answer", EX1, "review answer code mentioning: allclose"),
-    ("sys_exit", (), "review answer code mentioning: sys.exit"),
-    ("memory_bomb", (), "ok"),
-    ("output_flood", (), "output truncated"),
-    ("writes_everywhere", (), "review answer code mentioning"),
+    # The notebook's own check already fails (it compares with references captured before student code runs).
+    ("patched_comparisons", EX1, REVIEW + "allclose, assert_close, torch.testing"),
+    # The redefined check passes in the notebook; the clean re-check, which never runs the redefinition, fails it.
+    ("patched_checks", EX1, "failed the clean re-check: decompose_weight_matches_definition; answer cell 1: 1 top-level "
+                            "statement(s) ignored; " + REVIEW + "check_, labhelpers.checks"),
+    ("patch_inside_answer", EX1, REVIEW + "allclose, assert_close, torch.testing"),
+    ("slow_cell", (), f"time-out ({T} s) in cell dora_linear"),
+    ("sys_exit", (), REVIEW + "sys.exit"),
+    ("output_flood", (), "output truncated in cell dora_linear"),
+    ("writes_everywhere", (), REVIEW + "signal."),
     ("wrong_name", (), "notebook named my_dora_lab.ipynb, graded as dora_lab.ipynb"),
 ]
 # A fault in Exercise 2's answer cell: the points earned before it (Exercise 1) stand, every later test fails.
 FAULTS = [
-    ("infinite_loop", "the kernel was stopped after 2 cell time-outs"),
-    ("os_exit", "the kernel stopped (exit code 0)"),
+    ("infinite_loop", f"time-out ({T} s) in cell dora_linear; the kernel was stopped: the cell ignored the interrupt "
+                      f"after its time-out of {T} s in cell dora_linear; " + REVIEW + "signal."),
+    ("os_exit", "the kernel exited with code 0 in cell dora_linear; " + REVIEW + "os._exit"),
+    ("memory_bomb", "the memory cap (6 GiB) was reached and still held in cell dora_linear: kernel stopped"),
 ]
 BROKEN = [
-    ("corrupt_json", "dora_lab.ipynb is not a valid notebook"),
-    ("not_a_notebook", "dora_lab.ipynb is not a valid notebook"),
-    ("symlink", "not a regular file"),
+    ("corrupt_json", "dora_lab.ipynb is not a valid notebook (Notebook does not appear to be JSON: '{\"cells\": [')"),
+    ("not_a_notebook", "dora_lab.ipynb is not a valid notebook ('utf-8' codec can't decode byte 0x89 in position 0: "
+                       "invalid start byte)"),
+    ("symlink", "dora_lab.ipynb is not a regular file (links are not followed)"),
 ]
 
 
@@ -171,20 +183,20 @@ def test_attack_gains_nothing_and_costs_only_its_author(hostile_class, student_i
     rows, source = hostile_class["rows"], hostile_class["source"]
     expected = float(rows["reference"]["score"]) - sum(points_by_exercise(source)[number] for number in lost)
     assert float(rows[student_id]["score"]) == expected
-    assert status in rows[student_id]["status"]
+    assert rows[student_id]["status"] == status
 
 
 @pytest.mark.parametrize("student_id, status", FAULTS, ids=[case[0] for case in FAULTS])
 def test_fault_keeps_the_points_earned_before_it(hostile_class, student_id, status):
     row, source = hostile_class["rows"][student_id], hostile_class["source"]
     assert float(row["score"]) == points_by_exercise(source)[1] == float(row["exercise_1"])
-    assert status in row["status"]
+    assert row["status"] == status
 
 
 @pytest.mark.parametrize("student_id, status", BROKEN, ids=[case[0] for case in BROKEN])
 def test_unreadable_submission_scores_zero_with_a_reason(hostile_class, student_id, status):
     row = hostile_class["rows"][student_id]
-    assert float(row["score"]) == 0 and status in row["status"]
+    assert float(row["score"]) == 0 and row["status"] == status
     assert (hostile_class["out"] / "feedback" / student_id / "dora_lab.html").is_file()
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import nbformat
 
 from labhelpers.config import PROJECT_ROOT
+from labhelpers.errors import LabGradingError
 from labhelpers.grading.course import (
-    ASSIGNMENT, NOTEBOOK, SOURCE_NOTEBOOK, LabGradingError, course_config, generate_assignment,
+    ASSIGNMENT, NOTEBOOK, SOURCE_NOTEBOOK, course_config, generate_assignment,
 )
 from labhelpers.grading.export import write_grades_csv
 from labhelpers.grading.sandbox import MAX_SLOTS, kill_user_processes, probe, run_uid_base

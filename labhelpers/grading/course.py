@@ -12,7 +12,7 @@ import nbformat
 from traitlets.config import Config
 
 from labhelpers.config import PROJECT_ROOT
-from labhelpers.errors import LabError
+from labhelpers.errors import LabGradingError
 
 ASSIGNMENT = "dora"
 NOTEBOOK = "dora_lab"
@@ -22,10 +22,6 @@ RELEASE_NOTEBOOK = PROJECT_ROOT / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
 
 # nbgrader's sections are `## Exercise N: title` markdown headings; grade cells belong to the last one above them.
 _EXERCISE_HEADING = re.compile(r"^##\s+Exercise\s+(\d+)\s*:", re.MULTILINE)
-
-
-class LabGradingError(LabError):
-    """Releasing or grading could not go on (missing source notebook, unusable folder, nbgrader failure)."""
 
 
 def course_config(root: Path = PROJECT_ROOT, db_path: Path | None = None) -> Config:
@@ -170,18 +166,8 @@ def validate(notebook_path: Path, invert: bool = False) -> dict:
     """
     from nbgrader.validator import Validator
 
-    from labhelpers.grading.sandbox import LIBRARY_WARNINGS
-
     config = course_config()
     config.Validator.invert = invert
     config.Execute.timeout = 600
-    # As when grading: a library's deprecation notice on stderr would fail the cell (nbgrader's rule).
-    previous = os.environ.get("PYTHONWARNINGS")
-    os.environ["PYTHONWARNINGS"] = LIBRARY_WARNINGS
-    try:
-        return Validator(config=config).validate(str(notebook_path))
-    finally:
-        if previous is None:
-            del os.environ["PYTHONWARNINGS"]
-        else:
-            os.environ["PYTHONWARNINGS"] = previous
+    # No warning filter here: this is the students' Validate button, where anything on stderr fails a test cell.
+    return Validator(config=config).validate(str(notebook_path))

@@ -18,6 +18,33 @@ NOT_RUN = "NotRun"
 OUTPUT_TRUNCATED = "[output truncated by the grader]"
 
 
+MEMORY_HELD = 0.75
+"""Share of the memory cap a kernel may still hold after an allocation failure and be allowed to go on."""
+
+
+def _memory_error(cell: NotebookNode) -> bool:
+    """True when the cell failed to allocate memory (Python's MemoryError or PyTorch's allocator error)."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            text = f"{output.get('ename', '')}: {output.get('evalue', '')}"
+            if output.get("ename") == "MemoryError" or "can't allocate memory" in text or "DefaultCPUAllocator" in text:
+                return True
+    return False
+
+
+def _address_space(pid: int | None) -> int | None:
+    """Return the virtual memory size (bytes) of process `pid`, or None when it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def _error(ename: str, evalue: str) -> NotebookNode:
     return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
@@ -27,8 +54,9 @@ class SandboxedExecute(Execute):
 
     * Output beyond `max_output_bytes` per cell is dropped (one note says so), so a print loop cannot fill the
       grader's memory; nbgrader's LimitOutput then trims what is kept.
-    * A time-out interrupts the cell (nbgrader's behaviour); after `max_timeouts` time-outs the kernel is killed,
-      since a kernel that ignores interrupts would otherwise make every later cell wait for its own time-out.
+    * A time-out interrupts the cell (nbgrader's behaviour) and later cells run; a cell that does not stop within
+      `interrupt_grace` seconds of the interrupt, or `max_timeouts` time-outs in all, get the kernel killed, since
+      a kernel that ignores interrupts would otherwise make every later cell wait for its own time-out.
     * When the kernel dies (sys.exit in a thread, os._exit, a crash, the memory cap), the cell gets a
       KernelStopped error and every later code cell a NotRun error, so their tests score 0 (a test cell
       with no error output would otherwise score full points) while earlier results stand.
@@ -36,6 +64,7 @@ class SandboxedExecute(Execute):
 
     max_output_bytes = Integer(1_000_000, help="Most bytes of output kept per cell (figures included).").tag(config=True)
     max_timeouts = Integer(2, help="Cell time-outs after which the kernel is killed.").tag(config=True)
+    interrupt_grace = Integer(10, help="Seconds a timed-out cell has to stop after the interrupt before the kernel is killed.").tag(config=True)
 
     last_events: list[str] = []
     """What went wrong in the latest run (read by the grading worker: one submission per process)."""
@@ -66,7 +95,22 @@ class SandboxedExecute(Execute):
         if self._timeouts >= self.max_timeouts:
             await ensure_async(self.km.shutdown_kernel(now=True))
             raise DeadKernelError(f"the kernel was stopped after {self._timeouts} cell time-outs of {timeout} s")
-        return await super()._async_handle_timeout(timeout, cell)
+        reply = await super()._async_handle_timeout(timeout, cell)  # interrupts the kernel
+        if not await self._interrupted_cell_ends():
+            # The code ignores the interrupt (e.g. it catches SIGINT): the next cell would only queue behind it.
+            await ensure_async(self.km.shutdown_kernel(now=True))
+            raise DeadKernelError(f"the kernel was stopped: the cell ignored the interrupt after its time-out of {timeout} s")
+        return reply
+
+    async def _interrupted_cell_ends(self) -> bool:
+        """Wait up to `interrupt_grace` seconds for the interrupted cell's reply; False when none comes."""
+        from queue import Empty
+
+        try:
+            await ensure_async(self.kc.shell_channel.get_msg(timeout=self.interrupt_grace))
+        except Empty:
+            return False
+        return True
 
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         if cell.cell_type != "code" or not cell.source.strip():
@@ -75,7 +119,10 @@ class SandboxedExecute(Execute):
             cell.outputs = [_error(NOT_RUN, f"not run: {self._stopped}")]
             return cell
         try:
-            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+            if _memory_error(cell):
+                await self._after_memory_error(cell)
+            return cell
         except DeadKernelError as error:
             reason = str(error) if "time-out" in str(error) else self._death_reason()
             self._stopped = f"{reason} in cell {self._cell_label(cell)}"
@@ -88,16 +135,33 @@ class SandboxedExecute(Execute):
             cell.outputs.append(_error("CellTimeoutError", str(error).splitlines()[0]))
             return cell
 
+    async def _after_memory_error(self, cell) -> None:
+        """Stop a kernel that still holds most of its memory cap (later cells would fail at random); else go on."""
+        cap = getattr(SandboxKernelManager.sandbox, "memory_bytes", None)
+        used = _address_space(self._kernel_pid())
+        if cap and used is not None and used >= MEMORY_HELD * cap:
+            self._stopped = f"the memory cap ({cap / 2**30:g} GiB) was reached and still held in cell {self._cell_label(cell)}: kernel stopped"
+            self.events.append(self._stopped)
+            await ensure_async(self.km.shutdown_kernel(now=True))
+        else:
+            self.events.append(f"the memory cap was reached in cell {self._cell_label(cell)}")
+
+    def _kernel_pid(self) -> int | None:
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        return getattr(process, "pid", None)
+
     # NotebookClient binds the synchronous wrapper to its own coroutine: rebind it to ours.
     execute_cell = run_sync(async_execute_cell)
 
     def _death_reason(self) -> str:
-        code = None
-        provisioner = getattr(self.km, "provisioner", None)
-        process = getattr(provisioner, "process", None)
-        if process is not None:
-            code = process.poll()
-        return "the kernel stopped" + (f" (exit code {code})" if code is not None else "") + " (exit, crash or memory cap)"
+        """Say how the kernel died: its exit code (os._exit, sys.exit in a thread) or the signal that killed it."""
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        code = process.poll() if process is not None else None
+        if code is None:
+            return "the kernel stopped"
+        if code < 0:
+            return f"the kernel was killed by signal {-code}"
+        return f"the kernel exited with code {code}"
 
     @staticmethod
     def _cell_label(cell) -> str:

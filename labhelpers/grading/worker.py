@@ -102,14 +102,17 @@ def answer_sources(notebook: nbformat.NotebookNode, source: nbformat.NotebookNod
     return answers
 
 
-def recheck(job: Job, sandbox, notebook: nbformat.NotebookNode, source: nbformat.NotebookNode) -> tuple[dict, list[str], str]:
-    """Run verify.py sandboxed on the student's definitions and the instructor's test cells.
+def recheck(
+    job: Job, sandbox, notebook: nbformat.NotebookNode, source: nbformat.NotebookNode, grade_ids: list[str]
+) -> tuple[dict, list[str], str]:
+    """Run verify.py sandboxed on the student's definitions and the instructor's test cells `grade_ids`.
 
     Returns:
         ({grade_id: (passed, message)}, notes about the answer cells, why it stopped early or "").
     """
     nonce = secrets.token_hex(16)
-    tests = [{"grade_id": cell.grade_id, "source": cell.source} for cell in grade_cells(source) if cell.autograded]
+    tests = [{"grade_id": cell.grade_id, "source": cell.source} for cell in grade_cells(source)
+             if cell.autograded and cell.grade_id in grade_ids]
     request = {
         "nonce": nonce,
         "timeout": job.timeout_cell,
@@ -220,20 +223,22 @@ def grade_submission(job: Job) -> Result:
         scores = phase_a_scores(job)
         answers = answer_sources(autograded, source)
         result.review = sorted({word for word in _REVIEW_WORDS for text in answers if word in text})
-        # A fresh scratch folder and no process left from the notebook run: nothing it wrote can reach the re-check.
-        remove_sandbox(sandbox)
-        sandbox = _new_sandbox(job)
-        checks, notes, stopped = recheck(job, sandbox, autograded, source)
-        print(f"clean re-check done: {time.time() - started:.1f} s", flush=True)
-        if stopped:
-            result.status.append(stopped)
-            result.status += [note for note in notes if note.startswith("the instructor's setup")]
+        # Only tests that scored can be wrongly won: the re-check runs those (none: nothing to re-check).
+        scored = [cell.grade_id for cell in grade_cells(source) if cell.autograded and scores.get(cell.grade_id, 0) > 0]
         failed = {}
-        for cell in grade_cells(source):
-            if cell.autograded and scores.get(cell.grade_id, 0) > 0:
-                passed, message = checks.get(cell.grade_id, (False, "no result from the clean re-check"))
+        if scored:
+            # A fresh scratch folder and no process left from the notebook run: nothing it wrote can reach the re-check.
+            remove_sandbox(sandbox)
+            sandbox = _new_sandbox(job)
+            checks, notes, stopped = recheck(job, sandbox, autograded, source, scored)
+            print(f"clean re-check done: {time.time() - started:.1f} s", flush=True)
+            if stopped:
+                result.status.append(stopped)
+                result.status += [note for note in notes if note.startswith("the instructor's setup")]
+            for grade_id in scored:
+                passed, message = checks.get(grade_id, (False, "no result from the clean re-check"))
                 if not passed:
-                    failed[cell.grade_id] = message
+                    failed[grade_id] = message
         if failed:
             _fail_recheck_in_gradebook(job, failed)
             _annotate(course_root, job.student_id, failed)
