@@ -22,7 +22,7 @@ ASSIGNMENT := dora
 PYTEST_ARGS ?=
 JUPYTER_PORT ?= 8888
 
-.PHONY: help venv lab test test-grading test-browser release data bench clean
+.PHONY: help venv lab test test-grading test-browser release data bench bench-grading clean
 
 help:
 	@echo "make lab           set up .venv and open JupyterLab on notebooks/"
@@ -32,6 +32,7 @@ help:
 	@echo "make release       regenerate notebooks/ from solutions/ with nbgrader"
 	@echo "make data          download SST-2 from the hub into data/sst2 (needs network)"
 	@echo "make bench         time lab DoRA, PEFT DoRA and LoRA side by side"
+	@echo "make bench-grading grade a sample class serially and with --jobs 2, side by side"
 
 venv: $(STAMP)
 
@@ -68,6 +69,10 @@ data: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m labhelpers.bench --out outputs/bench.json
+
+# Grades a generated class of 10 serially and with --jobs 2, side by side; prints the ratio (about 10 minutes).
+bench-grading: $(STAMP)
+	LAB_FAST=1 $(BIN)/python scripts/bench_grading.py --students 10 --jobs 2
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
