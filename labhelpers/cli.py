@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -47,9 +46,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Run one `dora-lab` command; exit with a one-line message on errors a user can fix."""
+    from labhelpers.grading.course import venv_bin_on_path
+
     options = _parser().parse_args(argv)
-    # nbgrader runs the `alembic` executable: put this interpreter's bin/ (the venv) first on PATH.
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    venv_bin_on_path()
     try:
         _run(options)
     except LabError as error:

@@ -29,6 +29,17 @@ def _axes(ax, figsize=(6, 4)):
     return fig, ax
 
 
+def _axes_row(axes, count: int, panel_size: tuple[float, float], what: str = "panel") -> tuple[object, list]:
+    """Return (figure, `count` axes): the given axes and their figure, or a new figure of `count` panels in a row."""
+    if axes is None:
+        fig, axes = _pyplot().subplots(1, count, figsize=(panel_size[0] * count, panel_size[1]), squeeze=False)
+        return fig, list(axes[0])
+    axes = list(np.atleast_1d(axes))
+    if len(axes) != count:
+        raise ValueError(f"pass one Axes per {what} ({count}), got {len(axes)}")
+    return axes[0].figure, axes
+
+
 def _methods(runs: Sequence[Mapping]) -> list[str]:
     return list(dict.fromkeys(run["method"] for run in runs))
 
@@ -160,14 +171,7 @@ def plot_magnitude_direction(trajectory: Mapping, axes=None):
         The Figure.
     """
     methods = list(trajectory)
-    if axes is None:
-        fig, axes = _pyplot().subplots(1, len(methods), figsize=(5.5 * len(methods), 4.5), squeeze=False)
-        axes = list(axes[0])
-    else:
-        axes = list(np.atleast_1d(axes))
-        fig = axes[0].figure
-    if len(axes) != len(methods):
-        raise ValueError(f"pass one Axes per method ({len(methods)}), got {len(axes)}")
+    fig, axes = _axes_row(axes, len(methods), (5.5, 4.5), what="method")
     for ax, method in zip(axes, methods):
         rows = trajectory[method]
         r = rows.get("correlation", analysis.correlation(rows["delta_d"], rows["delta_m"]))
@@ -198,12 +202,7 @@ def plot_weight_heatmaps(weights: Mapping, rows: slice = slice(0, 32), cols: sli
     """
     names = list(weights)
     arrays = [np.asarray(_numpy(weights[name]))[rows, cols] for name in names]
-    if axes is None:
-        fig, axes = _pyplot().subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
-        axes = list(axes[0])
-    else:
-        axes = list(np.atleast_1d(axes))
-        fig = axes[0].figure
+    fig, axes = _axes_row(axes, len(names), (4.2, 3.8))
     reference = arrays[0]
     limit = float(np.abs(reference).max()) or 1.0
     image = axes[0].imshow(reference, cmap="RdBu_r", vmin=-limit, vmax=limit)
@@ -297,11 +296,9 @@ def plot_gradient_norms(stats: Mapping, axes=None):
         The Figure.
     """
     names = ("lora_A", "lora_B", "magnitude", "loss")
-    if axes is None:
-        fig, axes = _pyplot().subplots(1, 4, figsize=(17, 3.8))
-    fig = np.atleast_1d(axes)[0].figure
+    fig, axes = _axes_row(axes, len(names), (4.25, 3.8))
     steps = np.asarray(stats["steps"])
-    for ax, name in zip(np.atleast_1d(axes), names):
+    for ax, name in zip(axes, names):
         for method in ("lora", "dora"):
             if name in stats.get(method, {}):
                 ax.plot(steps, stats[method][name], color=COLORS[method], label=_label(method), linewidth=1.2)

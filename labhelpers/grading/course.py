@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,15 +50,19 @@ def course_config(root: Path = PROJECT_ROOT, db_path: Path | None = None) -> Con
     return config
 
 
+def venv_bin_on_path() -> None:
+    """Put this interpreter's bin/ (the venv) on PATH: nbgrader runs the `alembic` executable for its gradebook."""
+    bin_dir = os.path.dirname(os.path.abspath(sys.executable))
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
 def nbgrader_api(config: Config):
     """Return nbgrader's own Python API (NbGraderAPI) for the course `config` describes."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
-    # nbgrader runs the `alembic` executable to create a gradebook: it must be on PATH (the venv's bin/).
-    bin_dir = os.path.dirname(os.path.abspath(os.sys.executable))
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    venv_bin_on_path()
     # The API checks its exchange folder (JupyterHub hand-out, unused here) at start: any writable one will do.
     config.Exchange.root = tempfile.gettempdir()
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
@@ -116,14 +122,21 @@ class GradeCell:
     source: str
 
 
-def grade_cells(notebook: nbformat.NotebookNode) -> list[GradeCell]:
-    """Return the graded cells of an nbgrader source notebook, in order, with their exercise numbers."""
-    cells, exercise = [], 0
+def sections(notebook: nbformat.NotebookNode) -> Iterator[tuple[int, nbformat.NotebookNode]]:
+    """Yield (exercise number, cell) for every cell: the N of the last `## Exercise N:` heading above it, 0 before the first."""
+    exercise = 0
     for cell in notebook.cells:
         if cell.cell_type == "markdown":
             found = _EXERCISE_HEADING.search(cell.source)
             if found:
                 exercise = int(found.group(1))
+        yield exercise, cell
+
+
+def grade_cells(notebook: nbformat.NotebookNode) -> list[GradeCell]:
+    """Return the graded cells of an nbgrader source notebook, in order, with their exercise numbers."""
+    cells = []
+    for exercise, cell in sections(notebook):
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("grade"):
             cells.append(
@@ -138,20 +151,9 @@ def grade_cells(notebook: nbformat.NotebookNode) -> list[GradeCell]:
     return cells
 
 
-def exercises(notebook: nbformat.NotebookNode) -> list[int]:
-    """Return the exercise numbers that hold at least one graded cell, in order."""
-    return sorted({cell.exercise for cell in grade_cells(notebook)})
-
-
 def setup_sources(notebook: nbformat.NotebookNode) -> list[str]:
     """Return the instructor's code cells before the first exercise (imports, setup()): what every check needs."""
-    sources = []
-    for cell in notebook.cells:
-        if cell.cell_type == "markdown" and _EXERCISE_HEADING.search(cell.source):
-            break
-        if cell.cell_type == "code":
-            sources.append(cell.source)
-    return sources
+    return [cell.source for exercise, cell in sections(notebook) if exercise == 0 and cell.cell_type == "code"]
 
 
 def validate(notebook_path: Path, invert: bool = False) -> dict:

@@ -76,15 +76,11 @@ def points_by_exercise(source: nbformat.NotebookNode) -> dict[int, float]:
 
 def answers_of_exercises(source: nbformat.NotebookNode, numbers: set[int]) -> dict[str, str]:
     """Return the instructor's answers ({grade_id: source}) of the code answer cells in the given exercises only."""
-    from labhelpers.grading.course import _EXERCISE_HEADING
+    from labhelpers.grading.course import sections
 
-    answers, exercise, solutions = {}, 0, solution_sources(source)
-    for cell in source.cells:
-        if cell.cell_type == "markdown":
-            found = _EXERCISE_HEADING.search(cell.source)
-            if found:
-                exercise = int(found.group(1))
+    solutions, answers = solution_sources(source), {}
+    for exercise, cell in sections(source):
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if cell.cell_type == "code" and grade_id in solutions and exercise in numbers:
+        if exercise in numbers and cell.cell_type == "code" and grade_id in solutions:
             answers[grade_id] = solutions[grade_id]
     return answers

@@ -225,7 +225,7 @@ def grade_submission(job: Job) -> Result:
         result.review = sorted({word for word in _REVIEW_WORDS for text in answers if word in text})
         # Only tests that scored can be wrongly won: the re-check runs those (none: nothing to re-check).
         scored = [cell.grade_id for cell in grade_cells(source) if cell.autograded and scores.get(cell.grade_id, 0) > 0]
-        failed = {}
+        failed, notes = {}, []
         if scored:
             # A fresh scratch folder and no process left from the notebook run: nothing it wrote can reach the re-check.
             remove_sandbox(sandbox)
@@ -244,7 +244,7 @@ def grade_submission(job: Job) -> Result:
             _annotate(course_root, job.student_id, failed)
             result.recheck_failed = failed
             result.status.append("failed the clean re-check: " + ", ".join(failed))
-            result.status += notes
+            result.status += [note for note in notes if note not in result.status]
         feedback = api.generate_feedback(ASSIGNMENT, job.student_id, force=True)
         print(f"feedback done: {time.time() - started:.1f} s", flush=True)
         if not feedback["success"]:
