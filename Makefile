@@ -22,11 +22,13 @@ ASSIGNMENT := dora
 PYTEST_ARGS ?=
 JUPYTER_PORT ?= 8888
 
-.PHONY: help venv lab test test-grading test-browser release data bench bench-grading clean
+.PHONY: help venv lab test test-unit lint format test-grading test-browser release data bench bench-grading clean
 
 help:
 	@echo "make lab           set up .venv and open JupyterLab on notebooks/"
 	@echo "make test          set up .venv and run the whole test suite"
+	@echo "make test-unit     the fast loop: every test but whole notebooks, the browser and end-to-end grading"
+	@echo "make lint          ruff: lint and format check (part of make test); make format rewrites"
 	@echo "make test-grading  only grade the sample classes end to end (part of make test)"
 	@echo "make test-browser  drive JupyterLab in headless Chromium (needs /usr/bin/chromium)"
 	@echo "make release       regenerate notebooks/ from solutions/ with nbgrader"
@@ -50,9 +52,22 @@ lab: $(STAMP)
 # Everything: unit tests, the solutions notebook (nbval), JupyterLab in Chromium, and sample classes graded end to
 # end. LAB_FAST shrinks training so notebooks and grading run in minutes; pytest uses both cores
 # (--dist loadscope keeps each module, and each notebook's cells, on one worker).
-test: $(STAMP)
+test: $(STAMP) lint
 	LAB_FAST=1 LAB_OUTPUT_DIR=$(abspath outputs/test) $(BIN)/python -m pytest -n 2 --dist loadscope \
 		--nbval-lax --nbval-cell-timeout=600 tests solutions/$(ASSIGNMENT)/dora_lab.ipynb $(PYTEST_ARGS)
+
+# The fast loop (about a minute): unit tests only, no whole notebook, browser, hub or end-to-end grading.
+test-unit: $(STAMP)
+	LAB_FAST=1 LAB_OUTPUT_DIR=$(abspath outputs/test) $(BIN)/python -m pytest -n 2 --dist loadscope \
+		-m "not slow and not browser and not grading_e2e and not hub" tests $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Only the end-to-end grading of the sample classes, honest and adversarial, in sandboxes (part of `make test`).
 test-grading: $(STAMP)

@@ -31,7 +31,9 @@ def magnitude_direction_change(W0: torch.Tensor, W: torch.Tensor) -> tuple[float
         (delta_m, delta_d): ΔM = mean_i | ||W_i|| - ||W0_i|| |, ΔD = mean_i (1 - cos(W_i, W0_i)), as floats.
     """
     if W0.shape != W.shape or W0.dim() != 2:
-        raise ValueError(f"W0 and W must be two (out_features, in_features) matrices of one shape, got {tuple(W0.shape)} and {tuple(W.shape)}")
+        raise ValueError(
+            f"W0 and W must be two (out_features, in_features) matrices of one shape, got {tuple(W0.shape)} and {tuple(W.shape)}"
+        )
     # float64: for a short fine-tuning run 1 - cos is ~1e-5, close to float32's resolution of a cosine near 1.
     W0 = W0.detach().to(torch.float64)
     W = W.detach().to(torch.float64)
@@ -245,8 +247,7 @@ def gradient_norms_during_training(
          "lora": {"loss", "lora_A", "lora_B": per-step lists},
          "dora": {"loss", "lora_A", "lora_B", "magnitude": per-step lists}}.
     """
-    from peft import LoraConfig
-    from peft.tuners.lora import Linear as PeftLoraLinear
+    from labhelpers.models import peft_layer
 
     if base_model is None:
         from labhelpers.models import load_base_model
@@ -255,7 +256,9 @@ def gradient_norms_during_training(
     try:
         pretrained = base_model.get_submodule(layer)
     except AttributeError:
-        raise ValueError(f"the model has no layer {layer!r}: pass the name of an nn.Linear, e.g. {GRADIENT_LAYER!r}") from None
+        raise ValueError(
+            f"the model has no layer {layer!r}: pass the name of an nn.Linear, e.g. {GRADIENT_LAYER!r}"
+        ) from None
     if not isinstance(pretrained, nn.Linear):
         raise ValueError(f"{layer!r} is a {type(pretrained).__name__}, not an nn.Linear")
     pretrained = copy.deepcopy(pretrained).float().cpu().requires_grad_(False)
@@ -266,9 +269,8 @@ def gradient_norms_during_training(
     teacher_bias = None if pretrained.bias is None else pretrained.bias.detach()
 
     torch.manual_seed(seed)
-    # The layer class get_peft_model puts in place of an nn.Linear, built directly.
-    config = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=0.0)
-    lora = PeftLoraLinear(copy.deepcopy(pretrained), "default", config, r=r, lora_alpha=lora_alpha)
+    # The layer class get_peft_model puts in place of an nn.Linear.
+    lora = peft_layer(copy.deepcopy(pretrained), use_dora=False, r=r, lora_alpha=lora_alpha)
     dora = dora_layer_class(copy.deepcopy(pretrained), r=r, lora_alpha=lora_alpha, lora_dropout=0.0)
     with torch.no_grad():
         # Same starting point for both: PEFT's Kaiming-uniform lora_A, lora_B = 0.

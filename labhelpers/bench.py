@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from labhelpers.config import PROJECT_ROOT
+from labhelpers.course import SOURCE_NOTEBOOK
 from labhelpers.errors import LabError
+from labhelpers.models import peft_layer
 
 BASELINE = "lora"
 """Name of the entry every ratio is taken against."""
@@ -37,36 +38,6 @@ and a 1024 -> 4096 MLP up-projection (non-square: nn.Linear's weight is (out, in
 
 TOKENS = (512, 2048)
 """Tokens per step (batch x sequence length) that `main` times."""
-
-SOLUTIONS_NOTEBOOK = PROJECT_ROOT / "solutions" / "dora" / "dora_lab.ipynb"
-"""Where `main` finds the lab's DoRALinear by default (the nbgrader source notebook)."""
-
-
-class _Wrapper(nn.Module):
-    """Hold one nn.Linear as `lin`, so PEFT can find it by name."""
-
-    def __init__(self, lin: nn.Linear):
-        super().__init__()
-        self.lin = lin
-
-
-def peft_layer(base_layer: nn.Linear, use_dora: bool, r: int = 8, lora_alpha: float = 16.0, lora_dropout: float = 0.0) -> nn.Module:
-    """Wrap `base_layer` in PEFT's LoRA (use_dora=False) or DoRA (use_dora=True) layer, with PEFT's own init.
-
-    Args:
-        base_layer: the frozen nn.Linear, weight (out_features, in_features); used in place.
-        use_dora: LoraConfig(use_dora=...).
-        r, lora_alpha, lora_dropout: as in LoraConfig.
-
-    Returns:
-        PEFT's `lora.Linear` itself (no PeftModel around it): forward (..., in_features) -> (..., out_features).
-    """
-    from peft import LoraConfig, inject_adapter_in_model
-
-    config = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=["lin"], use_dora=use_dora)
-    # inject_adapter_in_model swaps in the adapter layer and freezes the base weight, like get_peft_model, but
-    # without the PeftModel wrapper, whose Python overhead would blur a single layer's timing.
-    return inject_adapter_in_model(config, _Wrapper(base_layer)).lin
 
 
 def default_factories(
@@ -94,11 +65,17 @@ def default_factories(
         torch.manual_seed(seed)
         base = nn.Linear(in_features, out_features)
     factories = {
-        "lora": lambda: peft_layer(copy.deepcopy(base), use_dora=False, r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout),
-        "peft_dora": lambda: peft_layer(copy.deepcopy(base), use_dora=True, r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout),
+        "lora": lambda: peft_layer(
+            copy.deepcopy(base), use_dora=False, r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout
+        ),
+        "peft_dora": lambda: peft_layer(
+            copy.deepcopy(base), use_dora=True, r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout
+        ),
     }
     if lab_layer is not None:
-        factories["lab_dora"] = lambda: lab_layer(copy.deepcopy(base), r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout)
+        factories["lab_dora"] = lambda: lab_layer(
+            copy.deepcopy(base), r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout
+        )
     return factories
 
 
@@ -197,7 +174,9 @@ def time_layers(
         a baseline), "peak_bytes"}.
     """
     if not factories:
-        raise LabError("time_layers got no layers: pass a dict such as bench.default_factories(in_features, out_features).")
+        raise LabError(
+            "time_layers got no layers: pass a dict such as bench.default_factories(in_features, out_features)."
+        )
     if repeats < 1 or warmup < 0:
         raise LabError(f"repeats={repeats}, warmup={warmup}: time at least one round (repeats >= 1, warmup >= 0).")
     names = list(factories)
@@ -266,7 +245,9 @@ def format_table(results: Sequence[dict]) -> str:
     Returns:
         The table, one line per row.
     """
-    header = f"{'out x in':>11} {'tokens':>6}  {'layer':<10} {'median ms':>9} {'x lora':>6} {'peak MiB':>8} {'x lora':>6}"
+    header = (
+        f"{'out x in':>11} {'tokens':>6}  {'layer':<10} {'median ms':>9} {'x lora':>6} {'peak MiB':>8} {'x lora':>6}"
+    )
     lines = [header, "-" * len(header)]
     for result in results:
         layers = result["layers"]
@@ -302,7 +283,9 @@ def load_class(path: str | Path, name: str = "DoRALinear") -> type:
 
     path = Path(path)
     if not path.is_file():
-        raise LabError(f"{path} does not exist: pass the solutions notebook (solutions/dora/dora_lab.ipynb) or a .py file defining {name}.")
+        raise LabError(
+            f"{path} does not exist: pass the solutions notebook (solutions/dora/dora_lab.ipynb) or a .py file defining {name}."
+        )
     pattern = re.compile(_CLASS_LINE.format(name=re.escape(name)), re.MULTILINE)
     if path.suffix == ".ipynb":
         import nbformat
@@ -337,8 +320,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     """
     parser = argparse.ArgumentParser(prog="python -m labhelpers.bench", description=main.__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
-    parser.add_argument("--solution", type=Path, default=SOLUTIONS_NOTEBOOK,
-                        help="notebook (.ipynb) or .py file defining DoRALinear (default: the solutions notebook)")
+    parser.add_argument(
+        "--solution",
+        type=Path,
+        default=SOURCE_NOTEBOOK,
+        help="notebook (.ipynb) or .py file defining DoRALinear (default: the solutions notebook)",
+    )
     parser.add_argument("--sizes", nargs="+", default=[f"{o}x{i}" for o, i in SIZES], help="OUTxIN, e.g. 4096x1024")
     parser.add_argument("--tokens", nargs="+", type=int, default=list(TOKENS))
     parser.add_argument("--r", type=int, default=8)
@@ -361,14 +348,28 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     for out_features, in_features in sizes:
         factories = default_factories(in_features, out_features, args.r, args.lora_alpha, args.lora_dropout, lab_layer)
         for tokens in args.tokens:
-            results.append(time_layers(factories, in_features, out_features, tokens, args.repeats, args.warmup,
-                                       args.threads, input_requires_grad=not args.no_input_grad))
-    print(f"One training step (forward + backward), r={args.r}, {args.threads} threads, median of {args.repeats} interleaved rounds")
+            results.append(
+                time_layers(
+                    factories,
+                    in_features,
+                    out_features,
+                    tokens,
+                    args.repeats,
+                    args.warmup,
+                    args.threads,
+                    input_requires_grad=not args.no_input_grad,
+                )
+            )
+    print(
+        f"One training step (forward + backward), r={args.r}, {args.threads} threads, median of {args.repeats} interleaved rounds"
+    )
     print(format_table(results))
     loads = [load for result in results for load in result["load_average"]]
     # The benchmark itself accounts for about `threads` of the load; more means other processes shared the cores.
-    print(f"1-minute load average while timing: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} cores; "
-          f"above {os.cpu_count()}, other processes competed for the cores and the ratios are inflated.")
+    print(
+        f"1-minute load average while timing: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} cores; "
+        f"above {os.cpu_count()}, other processes competed for the cores and the ratios are inflated."
+    )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         payload = {

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,9 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise LabConfigError(f"{name}={environ[name]!r} is not a yes/no value: set {name}=1 to turn it on or 0 to turn it off.")
+    raise LabConfigError(
+        f"{name}={environ[name]!r} is not a yes/no value: set {name}=1 to turn it on or 0 to turn it off."
+    )
 
 
 def _optional_path(environ: Mapping[str, str], name: str) -> Path | None:
@@ -67,7 +69,9 @@ class LabConfig:
         try:
             seed = int(seed_text)
         except ValueError:
-            raise LabConfigError(f"LAB_SEED={seed_text!r} is not an integer: set LAB_SEED to a whole number such as 0.") from None
+            raise LabConfigError(
+                f"LAB_SEED={seed_text!r} is not an integer: set LAB_SEED to a whole number such as 0."
+            ) from None
         if seed < 0:
             raise LabConfigError(f"LAB_SEED={seed} is negative: set LAB_SEED to 0 or a positive whole number.")
         data_dir = _optional_path(environ, "LAB_DATA_DIR")
@@ -99,6 +103,21 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+_active: LabConfig | None = None
+"""The config `setup()` chose for this session; None until a notebook calls it."""
+
+
+def get_config() -> LabConfig:
+    """Return the settings in force: those `setup()` chose, else the LAB_* variables read now.
+
+    Every module reads settings through this one accessor (never `os.environ` itself).
+
+    Returns:
+        A LabConfig. Raises LabConfigError naming the variable when a value is unusable.
+    """
+    return _active if _active is not None else LabConfig.from_env()
+
+
 def setup(seed: int | None = None, environ: Mapping[str, str] | None = None) -> LabConfig:
     """Start a notebook: read the config, seed every generator, use the machine's cores, say what was chosen.
 
@@ -107,8 +126,9 @@ def setup(seed: int | None = None, environ: Mapping[str, str] | None = None) -> 
         environ: the environment to read (default ``os.environ``).
 
     Returns:
-        The LabConfig in force.
+        The LabConfig in force (also what `get_config()` returns from now on).
     """
+    global _active
     import random
 
     import numpy as np
@@ -117,6 +137,7 @@ def setup(seed: int | None = None, environ: Mapping[str, str] | None = None) -> 
     config = LabConfig.from_env(environ)
     if seed is not None:
         config = dataclasses.replace(config, seed=seed)
+    _active = config
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -124,5 +145,7 @@ def setup(seed: int | None = None, environ: Mapping[str, str] | None = None) -> 
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, torch.get_num_threads())))
     data = str(config.data_dir) if config.data_dir else "data/sst2 or the hub"
     size = "fast (LAB_FAST=1)" if config.fast else "full (student size)"
-    print(f"DoRA Lab: size {size}; SST-2 from {data}; outputs in {config.output_dir}/; device {config.device}; seed {config.seed}.")
+    print(
+        f"DoRA Lab: size {size}; SST-2 from {data}; outputs in {config.output_dir}/; device {config.device}; seed {config.seed}."
+    )
     return config

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labhelpers.config import PROJECT_ROOT
+from labhelpers.config import PROJECT_ROOT, get_config
 from labhelpers.errors import LabDataError
 
 SPLITS = ("train", "validation")
@@ -40,9 +40,13 @@ def load_sst2(split: str, n: int | None = None, data_dir: str | os.PathLike | No
         A Dataset of `n` (or all) rows, sorted by `idx` (the 0-based row number in the split).
     """
     if split not in SPLITS:
-        raise LabDataError(f"Unknown SST-2 split {split!r}: use one of {', '.join(SPLITS)} (GLUE's test split has no labels).")
+        raise LabDataError(
+            f"Unknown SST-2 split {split!r}: use one of {', '.join(SPLITS)} (GLUE's test split has no labels)."
+        )
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0):
-        raise LabDataError(f"n={n!r} is not a positive whole number: pass n=None for the whole split or, e.g., n=2000.")
+        raise LabDataError(
+            f"n={n!r} is not a positive whole number: pass n=None for the whole split or, e.g., n=2000."
+        )
     sentences, labels = _read_split(split, data_dir)
     idx = np.arange(len(labels))
     if n is not None:
@@ -119,9 +123,9 @@ def _read_split(split: str, data_dir) -> tuple[list[str], np.ndarray]:
     """Return (sentences, labels) of `split` from the first source that has SST-2."""
     if data_dir is not None:
         return read_tsv(_split_file(Path(data_dir), split, "data_dir"))
-    env_dir = os.environ.get("LAB_DATA_DIR", "").strip()
-    if env_dir:
-        return read_tsv(_split_file(Path(env_dir).expanduser(), split, "LAB_DATA_DIR"))
+    env_dir = get_config().data_dir
+    if env_dir is not None:
+        return read_tsv(_split_file(env_dir, split, "LAB_DATA_DIR"))
     if (PROJECT_DATA_DIR / f"{split}.tsv").is_file():
         return read_tsv(PROJECT_DATA_DIR / f"{split}.tsv")
     return _from_hub(split)
@@ -132,7 +136,9 @@ def _split_file(folder: Path, split: str, source: str) -> Path:
         raise LabDataError(f"{source}={str(folder)!r} is not a folder. {_HOW_TO_FIX}")
     path = folder / f"{split}.tsv"
     if not path.is_file():
-        raise LabDataError(f"{path} is missing ({source} points at {folder}). That folder needs train.tsv and validation.tsv. {_HOW_TO_FIX}")
+        raise LabDataError(
+            f"{path} is missing ({source} points at {folder}). That folder needs train.tsv and validation.tsv. {_HOW_TO_FIX}"
+        )
     return path
 
 
@@ -179,18 +185,25 @@ def _read_tsv_cached(path: str, size: int, mtime_ns: int) -> tuple[list[str], np
 
 
 def _hub_offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
+        for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 def _from_hub(split: str) -> tuple[list[str], np.ndarray]:
     if _hub_offline():
-        raise LabDataError(f"SST-2 was not found locally and the hub is off (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set). {_HOW_TO_FIX}")
+        raise LabDataError(
+            f"SST-2 was not found locally and the hub is off (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set). {_HOW_TO_FIX}"
+        )
     try:
         from datasets import load_dataset
 
         ds = load_dataset(*HUB_ID, split=split)
     except Exception as exc:  # any failure of the network path becomes one actionable message
-        raise LabDataError(f"SST-2 was not found locally and the hub could not be reached ({type(exc).__name__}). {_HOW_TO_FIX}") from None
+        raise LabDataError(
+            f"SST-2 was not found locally and the hub could not be reached ({type(exc).__name__}). {_HOW_TO_FIX}"
+        ) from None
     return list(ds["sentence"]), np.asarray(ds["label"], dtype=np.int64)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import torch.nn as nn
+
+from labhelpers.config import get_config
 from labhelpers.errors import LabModelError
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
@@ -34,7 +36,7 @@ def load_base_model(name: str | None = None, num_labels: int = 2, verbose: bool 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    name = name or os.environ.get("LAB_MODEL", "").strip() or None
+    name = name or get_config().model_name
     source = str(packaged_model_path()) if name is None else name
     shown = PACKAGED_MODEL if name is None else name
     # The library prints a table of newly initialised keys; students get one plain sentence instead.
@@ -54,7 +56,9 @@ def load_base_model(name: str | None = None, num_labels: int = 2, verbose: bool 
             else "check the spelling, or pass a local folder holding config.json and the weights "
             "(offline, only local folders and models already in the Hugging Face cache load)"
         )
-        raise LabModelError(f"Could not load the model {shown!r}: {hint}. ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise LabModelError(
+            f"Could not load the model {shown!r}: {hint}. ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     finally:
         hf_logging.set_verbosity(previous)
         if bars:
@@ -84,3 +88,37 @@ def count_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+class _Holder(nn.Module):
+    """Hold one nn.Linear as `layer`, so that PEFT can find it by name."""
+
+    def __init__(self, layer: nn.Linear):
+        super().__init__()
+        self.layer = layer
+
+
+def peft_layer(
+    base_layer: nn.Linear, *, use_dora: bool, r: int = 8, lora_alpha: float = 16.0, lora_dropout: float = 0.0
+) -> nn.Module:
+    """Wrap an nn.Linear in PEFT's LoRA (use_dora=False) or DoRA (use_dora=True) layer, with PEFT's own init.
+
+    The one way the lab builds a single PEFT adapter layer (checks, analysis and benchmarks alike). Like
+    `get_peft_model`, PEFT freezes the base weight, draws lora_A (Kaiming-uniform, from torch's generator) and sets
+    lora_B = 0 (and, for DoRA, magnitude = the row norms of the weight); without the PeftModel wrapper, whose
+    Python overhead would blur a single layer's timing.
+
+    Args:
+        base_layer: the frozen nn.Linear, weight (out_features, in_features); used in place, not copied.
+        use_dora: LoraConfig(use_dora=...).
+        r, lora_alpha, lora_dropout: as in LoraConfig (scaling = lora_alpha / r).
+
+    Returns:
+        PEFT's `lora.Linear`: forward (..., in_features) -> (..., out_features); its adapter is named "default".
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(
+        r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=["layer"], use_dora=use_dora
+    )
+    return inject_adapter_in_model(config, _Holder(base_layer)).layer

@@ -98,7 +98,13 @@ def plot_loss_curves(results: Mapping, ax=None):
         x = np.asarray(runs[0]["checkpoint_epoch"], dtype=float)
         losses = np.asarray([run["checkpoint_train_loss"] for run in runs], dtype=float)
         mean = losses.mean(axis=0)
-        ax.plot(x, mean, marker="o", color=COLORS.get(method), label=f"{_label(method)} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+        ax.plot(
+            x,
+            mean,
+            marker="o",
+            color=COLORS.get(method),
+            label=f"{_label(method)} ({len(runs)} seed{'s' * (len(runs) > 1)})",
+        )
         if len(runs) > 1:
             std = losses.std(axis=0, ddof=1)
             ax.fill_between(x, mean - std, mean + std, color=COLORS.get(method), alpha=0.2)
@@ -128,7 +134,14 @@ def plot_accuracy(results: Mapping, ax=None):
         ax.bar(i, accuracy.mean(), yerr=std, capsize=6, color=COLORS.get(method), alpha=0.6, label=_label(method))
         offsets = np.linspace(-0.15, 0.15, accuracy.size) if accuracy.size > 1 else np.zeros(1)
         ax.scatter(i + offsets, accuracy, color="black", s=14, zorder=3)
-        ax.annotate(f"{accuracy.mean():.3f}", (i, accuracy.mean() + std), ha="center", va="bottom", xytext=(0, 3), textcoords="offset points")
+        ax.annotate(
+            f"{accuracy.mean():.3f}",
+            (i, accuracy.mean() + std),
+            ha="center",
+            va="bottom",
+            xytext=(0, 3),
+            textcoords="offset points",
+        )
         lowest = min(lowest, float(accuracy.min()))
     ax.set_xticks(range(len(methods)), [_label(m) for m in methods])
     # Bars start at 0.5 (chance on SST-2's balanced labels), so that differences between methods are visible.
@@ -237,7 +250,13 @@ def plot_magnitudes(weights: Mapping, features: slice = slice(0, 48), ax=None):
     for k, name in enumerate(names):
         norms = np.linalg.norm(np.asarray(_numpy(weights[name]), dtype=np.float64), axis=1)[features]
         index = np.arange(len(norms)) + (features.start or 0)
-        ax.bar(index + (k - (len(names) - 1) / 2) * width, norms, width=width, label=name, color=COLORS.get(name.split()[-1].lower()))
+        ax.bar(
+            index + (k - (len(names) - 1) / 2) * width,
+            norms,
+            width=width,
+            label=name,
+            color=COLORS.get(name.split()[-1].lower()),
+        )
     reference = np.linalg.norm(np.asarray(_numpy(weights[names[0]]), dtype=np.float64), axis=1)[features]
     ax.set_ylim(0.9 * float(reference.min()), None)
     ax.set_xlabel("output feature")
@@ -251,7 +270,9 @@ def _numpy(value):
     return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
-def plot_weight_changes(results: Mapping, layer: str | None = None, rows: slice = slice(0, 32), cols: slice = slice(0, 32)):
+def plot_weight_changes(
+    results: Mapping, layer: str | None = None, rows: slice = slice(0, 32), cols: slice = slice(0, 32)
+):
     """Show one adapted layer of the real runs: weight heatmaps and per-output-feature magnitudes.
 
     Args:
@@ -264,7 +285,9 @@ def plot_weight_changes(results: Mapping, layer: str | None = None, rows: slice 
     """
     saved = results.get("weights") or {}
     if not saved.get("checkpoints"):
-        raise ValueError("these results hold no weights: run training.run_comparison (keep_weights=True) in this session")
+        raise ValueError(
+            "these results hold no weights: run training.run_comparison (keep_weights=True) in this session"
+        )
     pretrained = saved["pretrained"]
     finals = {method: run["checkpoints"][-1]["weights"] for method, run in saved["checkpoints"].items()}
     if layer is None:
@@ -307,7 +330,9 @@ def plot_gradient_norms(stats: Mapping, axes=None):
         ax.set_yscale("symlog", linthresh=1e-4) if name != "loss" else ax.set_yscale("log")
         ax.legend()
     out_features, in_features = stats["shape"]
-    fig.suptitle(f"Gradient norms while fitting a teacher on {_short_layer(stats['layer'])} ({out_features}×{in_features})")
+    fig.suptitle(
+        f"Gradient norms while fitting a teacher on {_short_layer(stats['layer'])} ({out_features}×{in_features})"
+    )
     fig.tight_layout()
     return fig
 

@@ -108,9 +108,13 @@ def _student_number(value, what: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise LabConfigError(f"{what} returned {type(value).__name__} {value!r}, not a number: return a Python float.") from None
+        raise LabConfigError(
+            f"{what} returned {type(value).__name__} {value!r}, not a number: return a Python float."
+        ) from None
     if not math.isfinite(number):
-        raise LabConfigError(f"{what} returned {number}: the loss diverged or nothing was averaged; run its check cell.")
+        raise LabConfigError(
+            f"{what} returned {number}: the loss diverged or nothing was averaged; run its check cell."
+        )
     return number
 
 
@@ -185,7 +189,9 @@ def run_comparison(
             f"num_epochs={num_epochs}, checkpoints_per_epoch={checkpoints_per_epoch} and batch_size={batch_size} must all be at least 1."
         )
     if (base_model is None) != (tokenizer is None):
-        raise LabConfigError("pass both base_model and tokenizer (from load_base_model), or neither to load the packaged model.")
+        raise LabConfigError(
+            "pass both base_model and tokenizer (from load_base_model), or neither to load the packaged model."
+        )
     if base_model is None:
         base_model, tokenizer = load_base_model(verbose=progress)
     output_dir = Path(output_dir) if output_dir is not None else LabConfig.from_env().output_dir
@@ -193,7 +199,9 @@ def run_comparison(
     train_set = load_sst2("train", n=n_train, data_dir=data_dir, seed=data_seed)
     eval_set = load_sst2("validation", n=n_eval, data_dir=data_dir, seed=data_seed)
     if checkpoints_per_epoch > len(train_set):
-        raise LabConfigError(f"checkpoints_per_epoch={checkpoints_per_epoch} is more than the {len(train_set)} training sentences.")
+        raise LabConfigError(
+            f"checkpoints_per_epoch={checkpoints_per_epoch} is more than the {len(train_set)} training sentences."
+        )
     # Sentences of similar length in one batch: dynamic padding then pads little, and accuracy ignores the order.
     eval_set = eval_set.select(np.argsort([len(s) for s in eval_set["sentence"]], kind="stable"))
     eval_loader = make_dataloader(eval_set, tokenizer, eval_batch_size)
@@ -212,9 +220,13 @@ def run_comparison(
         use_dora = method == "dora"
         lora_config = make_lora_config(use_dora)
         if not isinstance(lora_config, LoraConfig):
-            raise LabConfigError(f"make_lora_config({use_dora}) returned {type(lora_config).__name__}, not a peft.LoraConfig: run its check cell.")
+            raise LabConfigError(
+                f"make_lora_config({use_dora}) returned {type(lora_config).__name__}, not a peft.LoraConfig: run its check cell."
+            )
         if bool(lora_config.use_dora) != use_dora:
-            raise LabConfigError(f"make_lora_config({use_dora}) returned use_dora={lora_config.use_dora}: pass the argument on to LoraConfig.")
+            raise LabConfigError(
+                f"make_lora_config({use_dora}) returned use_dora={lora_config.use_dora}: pass the argument on to LoraConfig."
+            )
         for seed in seeds:
             run = _train_one_run(
                 method, int(seed), lora_config, train_one_epoch, evaluate_accuracy,
@@ -307,7 +319,9 @@ def _train_one_run(
     record["val_accuracy"] = record["val_accuracy_per_epoch"][-1]
     record["seconds"] = record["train_seconds"] + record["eval_seconds"]
     if progress:
-        print(f"{method} seed {seed}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f} %)")
+        print(
+            f"{method} seed {seed}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f} %)"
+        )
     record["kept_checkpoints"] = kept
     return record
 
@@ -343,7 +357,9 @@ def summarize(results: Mapping, verbose: bool = True) -> dict[str, dict]:
             "seconds_mean": seconds[0], "seconds_std": seconds[1],
         }  # fmt: skip
     if verbose:
-        print(f"{'method':<7}{'seeds':>6}  {'val accuracy':>15}  {'final train loss':>17}  {'trainable params':>17}  {'seconds/run':>12}")
+        print(
+            f"{'method':<7}{'seeds':>6}  {'val accuracy':>15}  {'final train loss':>17}  {'trainable params':>17}  {'seconds/run':>12}"
+        )
         for method, s in summary.items():
             print(
                 f"{method:<7}{len(s['seeds']):>6}  {s['val_accuracy_mean']:>7.3f} ± {s['val_accuracy_std']:.3f}  "

@@ -47,8 +47,13 @@ def main() -> None:
         seconds, csvs, loads = {}, {}, [os.getloadavg()[0]]
         for jobs in (1, options.jobs):
             started = time.perf_counter()
-            path = grade(folder / "submissions", folder / f"graded-{jobs}", GradingOptions(jobs=jobs),
-                         source_notebook=options.source, progress=False)
+            path = grade(
+                folder / "submissions",
+                folder / f"graded-{jobs}",
+                GradingOptions(jobs=jobs),
+                source_notebook=options.source,
+                progress=False,
+            )
             seconds[jobs] = time.perf_counter() - started
             csvs[jobs] = path.read_text()
             loads.append(os.getloadavg()[0])
@@ -57,8 +62,10 @@ def main() -> None:
     print(f"serial:     {serial:7.1f} s  ({serial / options.students:.1f} s per submission)")
     print(f"--jobs {options.jobs}:   {parallel:7.1f} s  ({parallel / options.students:.1f} s per submission)")
     print(f"ratio --jobs {options.jobs} / serial: {parallel / serial:.2f}")
-    print(f"1-minute load average at start and after each run: {', '.join(f'{load:.1f}' for load in loads)} "
-          f"(grading itself adds up to --jobs; more means other processes competed and the ratio is inflated)")
+    print(
+        f"1-minute load average at start and after each run: {', '.join(f'{load:.1f}' for load in loads)} "
+        f"(grading itself adds up to --jobs; more means other processes competed and the ratio is inflated)"
+    )
     print("grades identical: " + ("yes" if csvs[1] == csvs[options.jobs] else "NO"))
     if csvs[1] != csvs[options.jobs]:
         serial_rows, parallel_rows = set(csvs[1].splitlines()), set(csvs[options.jobs].splitlines())

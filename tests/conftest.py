@@ -17,6 +17,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SHARED_SST2 = PROJECT_ROOT.parent / "shared" / "data" / "sst2"
 
 
+@pytest.fixture(autouse=True)
+def _settings_from_the_environment(monkeypatch):
+    """Each test starts with no setup() in force: get_config() reads the LAB_* variables (a test may set them)."""
+    from labhelpers import config
+
+    monkeypatch.setattr(config, "_active", None)
+
+
 @pytest.fixture(scope="session")
 def sst2_dir() -> Path:
     """The SST-2 folder the tests read: $LAB_DATA_DIR, else ../shared/data/sst2."""

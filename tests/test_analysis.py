@@ -84,7 +84,10 @@ def _tiny_bert(seed=0):
 
 def _trained_peft_model(use_dora: bool, targets=("query", "value")):
     """A PEFT model whose adapters hold random non-zero values, as after training."""
-    model = get_peft_model(_tiny_bert(), LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=list(targets), use_dora=use_dora))
+    model = get_peft_model(
+        _tiny_bert(),
+        LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=list(targets), use_dora=use_dora),
+    )
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -114,13 +117,19 @@ def test_merged_weights_of_dora_have_the_learned_magnitudes():
     weights = analysis.merged_weights(model)
     layer = model.base_model.model.bert.encoder.layer[0].attention.self.query
     magnitude = layer.lora_magnitude_vector["default"].weight.detach()
-    torch.testing.assert_close(torch.linalg.vector_norm(weights["bert.encoder.layer.0.attention.self.query"], dim=1), magnitude)
+    torch.testing.assert_close(
+        torch.linalg.vector_norm(weights["bert.encoder.layer.0.attention.self.query"], dim=1), magnitude
+    )
     assert sorted(weights) == sorted(analysis.pretrained_weights(_tiny_bert()))
 
 
 @pytest.mark.parametrize(
     "xs, ys",
-    [([1, 2, 3, 4], [2, 4, 5, 9]), ([0.1, -0.2, 0.5], [-1.0, 0.3, -2.0]), (list(range(10)), [x**2 for x in range(10)])],
+    [
+        ([1, 2, 3, 4], [2, 4, 5, 9]),
+        ([0.1, -0.2, 0.5], [-1.0, 0.3, -2.0]),
+        (list(range(10)), [x**2 for x in range(10)]),
+    ],
     ids=["positive", "negative", "curved"],
 )
 def test_correlation_is_pearsons(xs, ys):
@@ -136,7 +145,10 @@ def test_decomposition_trajectory_applies_the_given_measure_to_every_checkpoint_
     W0 = {"a.query": _random((4, 6), 0).float(), "a.value": _random((3, 6), 1).float()}
     checkpoints = [
         {"step": 0, "epoch": 0.0, "weights": {k: v.clone() for k, v in W0.items()}},
-        *({"step": s, "epoch": s / 10, "weights": {k: v * (1 + 0.1 * s) + 0.01 * s for k, v in W0.items()}} for s in (5, 10)),
+        *(
+            {"step": s, "epoch": s / 10, "weights": {k: v * (1 + 0.1 * s) + 0.01 * s for k, v in W0.items()}}
+            for s in (5, 10)
+        ),
     ]
     results = {"weights": {"pretrained": W0, "checkpoints": {"lora": {"seed": 3, "checkpoints": checkpoints}}}}
     calls = []
@@ -178,7 +190,9 @@ class PeftDoRALinear(nn.Module):
 
 def test_gradient_norms_follow_a_real_training_run():
     holder = nn.ModuleDict({"proj": nn.Linear(20, 12)})  # non-square (out 12, in 20)
-    stats = analysis.gradient_norms_during_training(PeftDoRALinear, holder, layer="proj", steps=40, r=4, lora_alpha=8, lr=1e-2)
+    stats = analysis.gradient_norms_during_training(
+        PeftDoRALinear, holder, layer="proj", steps=40, r=4, lora_alpha=8, lr=1e-2
+    )
     assert stats["shape"] == (12, 20) and stats["steps"] == list(range(40))
     for method in ("lora", "dora"):
         history = stats[method]
@@ -202,4 +216,6 @@ def test_gradient_norms_default_layer_is_a_non_square_minilm_projection(base_mod
 
 def test_gradient_norms_name_a_missing_layer():
     with pytest.raises(ValueError, match="no layer"):
-        analysis.gradient_norms_during_training(PeftDoRALinear, nn.ModuleDict({"proj": nn.Linear(4, 3)}), layer="nope", steps=1)
+        analysis.gradient_norms_during_training(
+            PeftDoRALinear, nn.ModuleDict({"proj": nn.Linear(4, 3)}), layer="nope", steps=1
+        )

@@ -19,7 +19,7 @@ from labhelpers.errors import LabError
 IN, OUT, TOKENS = 12, 20, 6  # non-square: weight (OUT, IN)
 
 # A correct DoRA layer written as PEFT's formula, in the cell layout of the solutions notebook.
-DORA_CELL = '''\
+DORA_CELL = """\
 class DoRALinear(nn.Module):
     def __init__(self, base_layer, r=8, lora_alpha=16.0, lora_dropout=0.0):
         super().__init__()
@@ -40,15 +40,15 @@ class DoRALinear(nn.Module):
         V = self.weight + self.scaling * self.lora_B @ self.lora_A
         return F.linear(x, self.magnitude * V / torch.linalg.vector_norm(V, dim=1, keepdim=True).detach(), self.bias)
         ### END SOLUTION
-'''
+"""
 
-RELEASED_CELL = '''\
+RELEASED_CELL = """\
 class DoRALinear(nn.Module):
     def __init__(self, base_layer, r=8, lora_alpha=16.0, lora_dropout=0.0):
         super().__init__()
         # YOUR CODE HERE
         raise NotImplementedError()
-'''
+"""
 
 
 def write_notebook(path, class_cell: str | None):
@@ -164,7 +164,10 @@ def test_format_table_has_a_row_per_layer_and_size(results):
 
 @pytest.mark.parametrize(
     "source, suffix",
-    [(DORA_CELL, ".ipynb"), ("import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n" + DORA_CELL, ".py")],
+    [
+        (DORA_CELL, ".ipynb"),
+        ("import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n" + DORA_CELL, ".py"),
+    ],
     ids=["notebook_cell", "python_file"],
 )
 def test_load_class_runs_only_the_class_code(tmp_path, source, suffix):
@@ -183,7 +186,11 @@ def test_load_class_runs_only_the_class_code(tmp_path, source, suffix):
 
 @pytest.mark.parametrize(
     "class_cell, expected",
-    [(None, "No code cell"), (RELEASED_CELL, "unsolved student version"), ("class DoRALinear(nn.Module:\n", "SyntaxError")],
+    [
+        (None, "No code cell"),
+        (RELEASED_CELL, "unsolved student version"),
+        ("class DoRALinear(nn.Module:\n", "SyntaxError"),
+    ],
     ids=["no_class_cell", "student_release", "broken_code"],
 )
 def test_load_class_says_what_is_wrong(tmp_path, class_cell, expected):
@@ -199,13 +206,31 @@ def test_load_class_missing_file(tmp_path):
 
 def test_main_prints_a_table_and_writes_json(tmp_path, dora_notebook, capsys):
     out = tmp_path / "outputs" / "bench.json"
-    argv = ["--out", str(out), "--solution", str(dora_notebook), "--sizes", f"{OUT}x{IN}", "--tokens", "4", str(TOKENS),
-            "--r", "2", "--repeats", "2", "--warmup", "0", "--threads", "1"]
+    argv = [
+        "--out",
+        str(out),
+        "--solution",
+        str(dora_notebook),
+        "--sizes",
+        f"{OUT}x{IN}",
+        "--tokens",
+        "4",
+        str(TOKENS),
+        "--r",
+        "2",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+    ]
     returned = bench.main(argv)
     payload = json.loads(out.read_text())
     assert payload["r"] == 2 and payload["solution"] == str(dora_notebook)
     assert [(run["out_features"], run["in_features"], run["tokens"]) for run in payload["results"]] == [
-        (OUT, IN, 4), (OUT, IN, TOKENS)
+        (OUT, IN, 4),
+        (OUT, IN, TOKENS),
     ]
     assert payload["results"] == json.loads(json.dumps(returned))
     assert all(list(run["layers"]) == ["lora", "peft_dora", "lab_dora"] for run in payload["results"])

@@ -26,18 +26,25 @@ NOTEBOOK = "dora/dora_lab.ipynb"
 SCREENSHOTS = PROJECT_ROOT / "outputs" / "screenshots"
 # Debian's Chromium, as root in a container: no sandbox, no GPU, nothing fetched from the network.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
 ]
 KERNEL_TIMEOUT_MS = 120_000
 KERNEL_IDLE = re.compile(r"Python 3 \(ipykernel\) \| Idle")
 
 # What a student types: a right answer, and the usual slip of reading the paper's (in, out) axis on nn.Linear's weight.
-CORRECT_ANSWER = '''def decompose_weight(W):
+CORRECT_ANSWER = """def decompose_weight(W):
     magnitude = W.norm(dim=1, keepdim=True)
     direction = W / magnitude.clamp_min(1e-12)
     return magnitude, direction
-'''
+"""
 WRONG_AXIS_ANSWER = CORRECT_ANSWER.replace("dim=1", "dim=0")
 
 # Tracebacks and stream writes to stderr share this mime type; an exception is told apart by its `XxxError` line.
@@ -76,7 +83,8 @@ def run(page, cell) -> None:
     page.keyboard.press("Shift+Enter")
     page.wait_for_function(
         "([prompt, before]) => /^\\[\\d+\\]:$/.test(prompt.textContent.trim()) && prompt.textContent.trim() !== before",
-        arg=[prompt.element_handle(), before], timeout=KERNEL_TIMEOUT_MS,
+        arg=[prompt.element_handle(), before],
+        timeout=KERNEL_TIMEOUT_MS,
     )
 
 
@@ -118,7 +126,9 @@ def lab_url(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     shutil.copytree(NOTEBOOKS, tmp / "notebooks")
     # Fresh user settings, and no prompt to fetch Jupyter news over the notebook.
-    notification = tmp / "jupyter" / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification = (
+        tmp / "jupyter" / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    )
     notification.parent.mkdir(parents=True)
     notification.write_text('{"fetchNews": "false", "checkForUpdates": false}')
     with running_lab(tmp / "notebooks", tmp, extra_env={"LAB_OUTPUT_DIR": str(tmp / "outputs")}) as (base, token):
@@ -133,8 +143,11 @@ def notebook(chromium, lab_url, tmp_path_factory):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(chromium), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1200},
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1200},
         )
         try:
             page = context.pages[0] if context.pages else context.new_page()
@@ -169,7 +182,7 @@ def test_magnitude_over_the_wrong_axis_gets_guidance(notebook):
     # The traceback quotes the check's source; what the student is told is its last AssertionError line(s).
     traceback = "\n".join(exceptions(check))
     assert "AssertionError:" in traceback, output
-    message = traceback[traceback.rindex("AssertionError:"):]
+    message = traceback[traceback.rindex("AssertionError:") :]
     assert "one magnitude per output feature" in message and "dim=1" in message, message
 
 

@@ -58,7 +58,10 @@ def test_assert_close_accepts_round_off_and_reports_the_largest_difference():
     assert_close(expected.float(), expected, "float32 copy")  # judged with float32's tolerance
     wrong = expected.clone()
     wrong[2, 3] += 0.5
-    with pytest.raises(AssertionError, match=re.escape("the output does not match the reference: max abs difference 0.5 at index (2, 3)")) as info:
+    with pytest.raises(
+        AssertionError,
+        match=re.escape("the output does not match the reference: max abs difference 0.5 at index (2, 3)"),
+    ) as info:
         assert_close(wrong, expected, "the output", hint="Check the scaling.")
     assert str(info.value).endswith("Check the scaling.")
 
@@ -74,7 +77,11 @@ def test_tolerances_are_tighter_for_more_precise_dtypes():
         (None, {}, "x is None: did you forget a `return`"),
         ([1.0, 2.0], {}, "x should be a torch.Tensor but is a list"),
         (torch.zeros(1, 7), {"shape": (5, 1)}, "x has shape (1, 7), expected (5, 1)"),
-        (torch.zeros(5, 1, dtype=torch.float32), {"dtype": torch.float64}, "x has dtype torch.float32, expected torch.float64"),
+        (
+            torch.zeros(5, 1, dtype=torch.float32),
+            {"dtype": torch.float64},
+            "x has dtype torch.float32, expected torch.float64",
+        ),
         (torch.tensor([[1.0], [math.nan]]), {}, "x contains 1 NaN and 0 infinite values (first at index (1, 0))"),
         (torch.tensor([math.inf, 1.0]), {}, "x contains 0 NaN and 1 infinite values"),
     ],
@@ -94,7 +101,9 @@ def test_call_student_turns_an_exception_into_an_assertion_chained_from_it():
     def student(x):
         raise ValueError("shapes do not match")
 
-    with pytest.raises(AssertionError, match=re.escape("f(x) raised ValueError: shapes do not match. Fix the error in your code")) as info:
+    with pytest.raises(
+        AssertionError, match=re.escape("f(x) raised ValueError: shapes do not match. Fix the error in your code")
+    ) as info:
         call_student(student, 1, what="f(x)")
     assert isinstance(info.value.__cause__, ValueError)
     assert call_student(lambda x, y=0: x + y, 1, y=2, what="g") == 3
@@ -151,7 +160,14 @@ def decompose_nan_to_num(W):
 @pytest.mark.parametrize("config", DECOMPOSE_CONFIGS.values(), ids=DECOMPOSE_CONFIGS.keys())
 @pytest.mark.parametrize(
     "decompose_weight",
-    [decompose_reference, decompose_row_loop, decompose_einsum_clamp, decompose_epsilon_added, decompose_normalize, decompose_nan_to_num],
+    [
+        decompose_reference,
+        decompose_row_loop,
+        decompose_einsum_clamp,
+        decompose_epsilon_added,
+        decompose_normalize,
+        decompose_nan_to_num,
+    ],
     ids=lambda f: f.__name__.removeprefix("decompose_"),
 )
 def test_check_decompose_weight_accepts_correct_answers(decompose_weight, config, capsys):
@@ -176,23 +192,47 @@ def _decompose_raises(W):
 
 
 DECOMPOSE_MISTAKES = {
-    "norm_over_dim0": (_decompose_dim0, "magnitude returned by decompose_weight(W) with W of shape (7, 5), float64 has shape (1, 5), expected (7, 1): you took the norm over dim=0"),
+    "norm_over_dim0": (
+        _decompose_dim0,
+        "magnitude returned by decompose_weight(W) with W of shape (7, 5), float64 has shape (1, 5), expected (7, 1): you took the norm over dim=0",
+    ),
     "norm_over_dim0_no_keepdim": (lambda W: (W.norm(dim=0), W / W.norm(dim=0)), "you took the norm over dim=0"),
     "no_keepdim": (lambda W: (W.norm(dim=1), W), "keep the reduced dimension (keepdim=True)"),
     "squared_norm": (lambda W: ((W**2).sum(1, keepdim=True), W / W.norm(dim=1, keepdim=True)), "not its square"),
-    "l1_norm": (lambda W: (W.abs().sum(1, keepdim=True), W / W.abs().sum(1, keepdim=True)), "not the sum of absolute values"),
+    "l1_norm": (
+        lambda W: (W.abs().sum(1, keepdim=True), W / W.abs().sum(1, keepdim=True)),
+        "not the sum of absolute values",
+    ),
     "magnitude_ones": (lambda W: (torch.ones(W.shape[0], 1, dtype=W.dtype), W), "the magnitude is all ones"),
-    "direction_not_unit": (lambda W: (W.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True).clamp_min(1e-12) ** 2), "every non-zero row of direction should have norm 1"),
-    "direction_transposed": (lambda W: (W.norm(dim=1, keepdim=True), (W / W.norm(dim=1, keepdim=True)).T), "it is transposed"),
-    "nan_on_zero_row": (lambda W: (W.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True)), "row 3 all zero contains 5 NaN and 0 infinite values"),
+    "direction_not_unit": (
+        lambda W: (W.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True).clamp_min(1e-12) ** 2),
+        "every non-zero row of direction should have norm 1",
+    ),
+    "direction_transposed": (
+        lambda W: (W.norm(dim=1, keepdim=True), (W / W.norm(dim=1, keepdim=True)).T),
+        "it is transposed",
+    ),
+    "nan_on_zero_row": (
+        lambda W: (W.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True)),
+        "row 3 all zero contains 5 NaN and 0 infinite values",
+    ),
     "modifies_W": (_decompose_in_place, "modified W in place"),
     "changes_dtype": (lambda W: decompose_reference(W.double()), "has dtype torch.float64, expected torch.float32"),
     "returns_none": (lambda W: None, "returned None: did you forget `return magnitude, direction`?"),
-    "returns_one_tensor": (lambda W: W / W.norm(dim=1, keepdim=True), "should return two tensors, `return magnitude, direction`, but returned a single tensor of shape (7, 5)"),
+    "returns_one_tensor": (
+        lambda W: W / W.norm(dim=1, keepdim=True),
+        "should return two tensors, `return magnitude, direction`, but returned a single tensor of shape (7, 5)",
+    ),
     "returns_three_values": (lambda W: (*decompose_reference(W), W), "but returned a tuple of length 3"),
-    "returns_numpy": (lambda W: tuple(t.numpy() for t in decompose_reference(W)), "should be a torch.Tensor but is a ndarray"),
+    "returns_numpy": (
+        lambda W: tuple(t.numpy() for t in decompose_reference(W)),
+        "should be a torch.Tensor but is a ndarray",
+    ),
     "raises": (_decompose_raises, "raised RuntimeError: The size of tensor a"),
-    "not_implemented": (lambda W: (_ for _ in ()).throw(NotImplementedError()), "raised NotImplementedError: replace `raise NotImplementedError()`"),
+    "not_implemented": (
+        lambda W: (_ for _ in ()).throw(NotImplementedError()),
+        "raised NotImplementedError: replace `raise NotImplementedError()`",
+    ),
 }
 
 
@@ -274,7 +314,11 @@ class SubmoduleEinsumDoRALinear(nn.Module):
         if not self.training:
             return torch.einsum("...i,oi->...o", x, factor[:, None] * V) + (0 if self.bias is None else self.bias)
         x_d = self.lora_dropout(x)
-        adapter = torch.einsum("...i,oi->...o", x_d, (factor[:, None] - 1) * self.weight + factor[:, None] * self.scaling * self.lora_B @ self.lora_A)
+        adapter = torch.einsum(
+            "...i,oi->...o",
+            x_d,
+            (factor[:, None] - 1) * self.weight + factor[:, None] * self.scaling * self.lora_B @ self.lora_A,
+        )
         return self.base_layer(x) + adapter
 
 
@@ -288,7 +332,11 @@ class EpsilonDoRALinear(ReferenceDoRALinear):
         p = self.lora_dropout.p if isinstance(self.lora_dropout, nn.Dropout) else 0.0
         x_d = F.dropout(x, p, self.training) if p > 0 else x
         result = F.linear(x, self.weight, self.bias)
-        return result + (factor - 1) * F.linear(x_d, self.weight) + factor * self.scaling * F.linear(F.linear(x_d, self.lora_A), self.lora_B)
+        return (
+            result
+            + (factor - 1) * F.linear(x_d, self.weight)
+            + factor * self.scaling * F.linear(F.linear(x_d, self.lora_A), self.lora_B)
+        )
 
 
 @pytest.mark.parametrize("config", DORA_LINEAR_CONFIGS.values(), ids=DORA_LINEAR_CONFIGS.keys())
@@ -400,54 +448,150 @@ class ReleaseSkeleton(nn.Module):
 
 DORA_LINEAR_MISTAKES = {
     # Magnitude: axis, shape, init, trainability.
-    "magnitude_over_dim0": (_set("magnitude", lambda l, b: nn.Parameter(l.weight.norm(dim=0, keepdim=True))), "DoRALinear.magnitude has shape (1, 10), expected (6, 1): you took the norm over dim=0"),
-    "magnitude_1d": (_set("magnitude", lambda l, b: nn.Parameter(l.weight.norm(dim=1))), "keep the reduced dimension (keepdim=True)"),
-    "magnitude_ones": (_set("magnitude", lambda l, b: nn.Parameter(torch.ones_like(l.magnitude))), "magnitude starts at ones: initialise it to the row norms"),
-    "magnitude_squared": (_set("magnitude", lambda l, b: nn.Parameter(l.magnitude.detach() ** 2)), "magnitude starts at the squared row norms"),
-    "magnitude_frozen": (_set("magnitude", lambda l, b: nn.Parameter(l.magnitude.detach(), requires_grad=False)), "magnitude is not trainable: DoRALinear.magnitude is an nn.Parameter with requires_grad=False"),
-    "magnitude_buffer": (_set("magnitude", lambda l, b: l.magnitude.detach().clone()), "magnitude is not trainable: DoRALinear.magnitude is a plain tensor"),
-    "magnitude_detached_in_forward": (_forward(lambda l, x: _merged(l, x, magnitude=l.magnitude.detach())), "magnitude gets no gradient"),
+    "magnitude_over_dim0": (
+        _set("magnitude", lambda l, b: nn.Parameter(l.weight.norm(dim=0, keepdim=True))),
+        "DoRALinear.magnitude has shape (1, 10), expected (6, 1): you took the norm over dim=0",
+    ),
+    "magnitude_1d": (
+        _set("magnitude", lambda l, b: nn.Parameter(l.weight.norm(dim=1))),
+        "keep the reduced dimension (keepdim=True)",
+    ),
+    "magnitude_ones": (
+        _set("magnitude", lambda l, b: nn.Parameter(torch.ones_like(l.magnitude))),
+        "magnitude starts at ones: initialise it to the row norms",
+    ),
+    "magnitude_squared": (
+        _set("magnitude", lambda l, b: nn.Parameter(l.magnitude.detach() ** 2)),
+        "magnitude starts at the squared row norms",
+    ),
+    "magnitude_frozen": (
+        _set("magnitude", lambda l, b: nn.Parameter(l.magnitude.detach(), requires_grad=False)),
+        "magnitude is not trainable: DoRALinear.magnitude is an nn.Parameter with requires_grad=False",
+    ),
+    "magnitude_buffer": (
+        _set("magnitude", lambda l, b: l.magnitude.detach().clone()),
+        "magnitude is not trainable: DoRALinear.magnitude is a plain tensor",
+    ),
+    "magnitude_detached_in_forward": (
+        _forward(lambda l, x: _merged(l, x, magnitude=l.magnitude.detach())),
+        "magnitude gets no gradient",
+    ),
     # Scaling.
-    "scaling_attribute_alpha": (_set("scaling", lambda l, b: float(l.scaling * l.r)), "DoRALinear.scaling is 6, which is lora_alpha alone, expected lora_alpha / r = 6 / 4 = 1.5"),
-    "scaling_attribute_r_over_alpha": (_set("scaling", lambda l, b: l.r / (l.scaling * l.r)), "which is r / lora_alpha"),
+    "scaling_attribute_alpha": (
+        _set("scaling", lambda l, b: float(l.scaling * l.r)),
+        "DoRALinear.scaling is 6, which is lora_alpha alone, expected lora_alpha / r = 6 / 4 = 1.5",
+    ),
+    "scaling_attribute_r_over_alpha": (
+        _set("scaling", lambda l, b: l.r / (l.scaling * l.r)),
+        "which is r / lora_alpha",
+    ),
     "scaling_attribute_one": (_set("scaling", lambda l, b: 1.0), "which is no scaling at all"),
-    "forward_without_scaling": (_forward(lambda l, x: _merged(l, x, V=l.weight + l.lora_B @ l.lora_A)), "the LoRA update is not scaled: multiply B @ A by scaling = lora_alpha / r = 6 / 4 = 1.5"),
-    "forward_scaled_by_alpha": (_forward(lambda l, x: _merged(l, x, V=l.weight + 6.0 * l.lora_B @ l.lora_A)), "the LoRA update is scaled by lora_alpha alone"),
-    "forward_scaled_by_r_over_alpha": (_forward(lambda l, x: _merged(l, x, V=l.weight + (4 / 6) * l.lora_B @ l.lora_A)), "the LoRA update is scaled by r / lora_alpha"),
-    "norm_without_scaling": (_forward(lambda l, x: _merged(l, x, norm=(l.weight + l.lora_B @ l.lora_A).norm(dim=1, keepdim=True).detach())), "the norm uses a different scaling than the output"),
+    "forward_without_scaling": (
+        _forward(lambda l, x: _merged(l, x, V=l.weight + l.lora_B @ l.lora_A)),
+        "the LoRA update is not scaled: multiply B @ A by scaling = lora_alpha / r = 6 / 4 = 1.5",
+    ),
+    "forward_scaled_by_alpha": (
+        _forward(lambda l, x: _merged(l, x, V=l.weight + 6.0 * l.lora_B @ l.lora_A)),
+        "the LoRA update is scaled by lora_alpha alone",
+    ),
+    "forward_scaled_by_r_over_alpha": (
+        _forward(lambda l, x: _merged(l, x, V=l.weight + (4 / 6) * l.lora_B @ l.lora_A)),
+        "the LoRA update is scaled by r / lora_alpha",
+    ),
+    "norm_without_scaling": (
+        _forward(lambda l, x: _merged(l, x, norm=(l.weight + l.lora_B @ l.lora_A).norm(dim=1, keepdim=True).detach())),
+        "the norm uses a different scaling than the output",
+    ),
     # lora_A / lora_B.
-    "lora_B_random": (_set("lora_B", lambda l, b: nn.Parameter(torch.randn_like(l.lora_B))), "lora_B is not zero at the start"),
-    "inits_swapped": (_init_then(lambda l, b: (l.lora_B.data.normal_(), l.lora_A.data.zero_())), "the inits of lora_A and lora_B are swapped"),
+    "lora_B_random": (
+        _set("lora_B", lambda l, b: nn.Parameter(torch.randn_like(l.lora_B))),
+        "lora_B is not zero at the start",
+    ),
+    "inits_swapped": (
+        _init_then(lambda l, b: (l.lora_B.data.normal_(), l.lora_A.data.zero_())),
+        "the inits of lora_A and lora_B are swapped",
+    ),
     "lora_A_zero": (_init_then(lambda l, b: l.lora_A.data.zero_()), "lora_A is all zeros at the start"),
-    "lora_A_transposed": (_set("lora_A", lambda l, b: nn.Parameter(l.lora_A.detach().T.contiguous())), "DoRALinear.lora_A has shape (10, 4), expected (4, 10): PEFT's lora_A is (r, in_features)"),
-    "lora_as_nn_linear": (_set("lora_B", lambda l, b: nn.Linear(l.r, l.out_features, bias=False, dtype=l.weight.dtype)), "DoRALinear.lora_B is an nn.Linear"),
-    "lora_A_default_dtype": (_set("lora_A", lambda l, b: nn.Parameter(torch.randn(l.r, l.in_features))), "DoRALinear.lora_A has dtype torch.float32 on cpu, but the base layer is torch.float64"),
+    "lora_A_transposed": (
+        _set("lora_A", lambda l, b: nn.Parameter(l.lora_A.detach().T.contiguous())),
+        "DoRALinear.lora_A has shape (10, 4), expected (4, 10): PEFT's lora_A is (r, in_features)",
+    ),
+    "lora_as_nn_linear": (
+        _set("lora_B", lambda l, b: nn.Linear(l.r, l.out_features, bias=False, dtype=l.weight.dtype)),
+        "DoRALinear.lora_B is an nn.Linear",
+    ),
+    "lora_A_default_dtype": (
+        _set("lora_A", lambda l, b: nn.Parameter(torch.randn(l.r, l.in_features))),
+        "DoRALinear.lora_A has dtype torch.float32 on cpu, but the base layer is torch.float64",
+    ),
     # Norm.
-    "norm_not_detached": (_forward(lambda l, x: _merged(l, x, norm=(l.weight + l.scaling * l.lora_B @ l.lora_A).norm(dim=1, keepdim=True))), "the gradient matches DoRA WITHOUT a detached norm"),
-    "norm_over_dim0_in_forward": (_forward(lambda l, x: _merged(l, x, norm=(l.weight + l.scaling * l.lora_B @ l.lora_A).norm(dim=0, keepdim=True).detach())), "the norm in forward is taken over dim=0"),
-    "norm_of_frozen_W": (_forward(lambda l, x: _merged(l, x, norm=l.weight.norm(dim=1, keepdim=True))), "the norm is of the frozen W alone"),
+    "norm_not_detached": (
+        _forward(
+            lambda l, x: _merged(l, x, norm=(l.weight + l.scaling * l.lora_B @ l.lora_A).norm(dim=1, keepdim=True))
+        ),
+        "the gradient matches DoRA WITHOUT a detached norm",
+    ),
+    "norm_over_dim0_in_forward": (
+        _forward(
+            lambda l, x: _merged(
+                l, x, norm=(l.weight + l.scaling * l.lora_B @ l.lora_A).norm(dim=0, keepdim=True).detach()
+            )
+        ),
+        "the norm in forward is taken over dim=0",
+    ),
+    "norm_of_frozen_W": (
+        _forward(lambda l, x: _merged(l, x, norm=l.weight.norm(dim=1, keepdim=True))),
+        "the norm is of the frozen W alone",
+    ),
     "magnitude_ignored": (_forward(lambda l, x: _merged(l, x, magnitude=1.0)), "the output ignores magnitude"),
     # Frozen base layer and bias.
-    "base_weight_trainable": (_set("weight", lambda l, b: nn.Parameter(b.weight.detach().clone())), "the base weight is trainable"),
-    "base_layer_not_frozen": (_init_then(lambda l, b: setattr(l, "base_layer", b)), "trainable parameters, expected r*(in+out)+out = 70: only magnitude, lora_A and lora_B should be trainable, but the trainable ones are: magnitude (6, 1), lora_A (4, 10), lora_B (6, 4), base_layer.weight (6, 10)"),
+    "base_weight_trainable": (
+        _set("weight", lambda l, b: nn.Parameter(b.weight.detach().clone())),
+        "the base weight is trainable",
+    ),
+    "base_layer_not_frozen": (
+        _init_then(lambda l, b: setattr(l, "base_layer", b)),
+        "trainable parameters, expected r*(in+out)+out = 70: only magnitude, lora_A and lora_B should be trainable, but the trainable ones are: magnitude (6, 1), lora_A (4, 10), lora_B (6, 4), base_layer.weight (6, 10)",
+    ),
     "bias_lost": (_set("bias", lambda l, b: None), "the base bias is lost"),
     "bias_trainable": (_set("bias", lambda l, b: nn.Parameter(b.bias.detach().clone())), "the base bias is trainable"),
-    "bias_not_added": (_forward(lambda l, x: _merged(l, x, bias=False)), "the bias of base_layer is missing from the output"),
+    "bias_not_added": (
+        _forward(lambda l, x: _merged(l, x, bias=False)),
+        "the bias of base_layer is missing from the output",
+    ),
     "bias_scaled": (_forward(_bias_scaled), "the bias is multiplied by magnitude / ||V||"),
-    "bias_twice": (_forward(lambda l, x: _merged(l, x) + (l.bias if l.bias is not None else 0)), "the bias is added twice"),
-    "base_weight_modified_in_place": (_init_then(_modify_base_in_place), "changed base_layer's weight or bias in place"),
+    "bias_twice": (
+        _forward(lambda l, x: _merged(l, x) + (l.bias if l.bias is not None else 0)),
+        "the bias is added twice",
+    ),
+    "base_weight_modified_in_place": (
+        _init_then(_modify_base_in_place),
+        "changed base_layer's weight or bias in place",
+    ),
     # Dropout.
-    "dropout_on_base_path": (_forward(_dropout_everywhere), "the output should equal base_layer(x) exactly, but it differs: dropout is applied to the frozen base path too"),
+    "dropout_on_base_path": (
+        _forward(_dropout_everywhere),
+        "the output should equal base_layer(x) exactly, but it differs: dropout is applied to the frozen base path too",
+    ),
     "dropout_never_applied": (_forward(lambda l, x: _merged(l, x)), "in train mode no dropout is applied"),
     "dropout_only_on_lora_term": (_forward(_dropout_lora_only), "the (m/||V|| - 1)·x Wᵀ correction uses the clean x"),
-    "dropout_called_twice": (_forward(_dropout_twice), "Call self.lora_dropout once and use the same x_d in both adapter terms"),
-    "dropout_identity": (_set("lora_dropout", lambda l, b: nn.Identity()), "DoRALinear.lora_dropout is nn.Identity but lora_dropout=0.25"),
+    "dropout_called_twice": (
+        _forward(_dropout_twice),
+        "Call self.lora_dropout once and use the same x_d in both adapter terms",
+    ),
+    "dropout_identity": (
+        _set("lora_dropout", lambda l, b: nn.Identity()),
+        "DoRALinear.lora_dropout is nn.Identity but lora_dropout=0.25",
+    ),
     # Malformed answers.
     "forward_returns_none": (_forward(lambda l, x: None), "is None: did you forget a `return` statement?"),
     "forward_raises": (_forward(lambda l, x: x @ l.weight), "raised RuntimeError"),
     "forward_nan": (_forward(lambda l, x: _merged(l, x) * math.nan), "contains 48 NaN"),
     "forward_wrong_shape": (_forward(lambda l, x: _merged(l, x).sum(-1)), "has shape (8,), expected (8, 6)"),
-    "forward_2d_only": (_forward(_matrix_products_only), "on x of shape (2, 3, 10) raised RuntimeError: self must be a matrix"),
+    "forward_2d_only": (
+        _forward(_matrix_products_only),
+        "on x of shape (2, 3, 10) raised RuntimeError: self must be a matrix",
+    ),
     "forward_without_grad": (_forward(lambda l, x: _merged(l, x).detach()), "does not require grad"),
     "not_a_module": (NotAModule, "not an nn.Module"),
     "missing_attribute": (NoScaling, "DoRALinear has no attribute `scaling`"),
@@ -546,17 +690,35 @@ def _gradient_in_place(grad_weight, weight, magnitude, detach_norm=True):
 
 
 GRADIENT_MISTAKES = {
-    "never_projects": (_gradient_with(project=False), "with detach_norm=False the norm also gets a gradient: subtract the component along the direction"),
+    "never_projects": (
+        _gradient_with(project=False),
+        "with detach_norm=False the norm also gets a gradient: subtract the component along the direction",
+    ),
     "always_projects": (_gradient_with(project=True), "with detach_norm=True the norm is a constant"),
-    "flag_inverted": (_gradient_with(project=lambda detach_norm: detach_norm), "with detach_norm=True the norm is a constant"),
+    "flag_inverted": (
+        _gradient_with(project=lambda detach_norm: detach_norm),
+        "with detach_norm=True the norm is a constant",
+    ),
     "projection_over_columns": (_gradient_with(project=lambda d: not d, dim=0), "the projection is over columns"),
-    "factor_missing": (_gradient_with(project=lambda d: not d, factor=lambda m, n: 1.0), "the factor m/||V|| is missing"),
+    "factor_missing": (
+        _gradient_with(project=lambda d: not d, factor=lambda m, n: 1.0),
+        "the factor m/||V|| is missing",
+    ),
     "factor_inverted": (_gradient_with(project=lambda d: not d, factor=lambda m, n: n / m), "the factor is inverted"),
     "projection_added": (_gradient_with(project=lambda d: not d, sign=1.0), "the projection is added"),
-    "projection_not_normalised": (_gradient_with(project=lambda d: not d, normalise=False), "the projection uses V instead of the unit direction"),
-    "norm_over_dim0": (lambda g, V, m, detach_norm=True: m / V.norm(dim=0, keepdim=True) * g, "||V|| is taken over dim=0"),
+    "projection_not_normalised": (
+        _gradient_with(project=lambda d: not d, normalise=False),
+        "the projection uses V instead of the unit direction",
+    ),
+    "norm_over_dim0": (
+        lambda g, V, m, detach_norm=True: m / V.norm(dim=0, keepdim=True) * g,
+        "||V|| is taken over dim=0",
+    ),
     "returns_none": (lambda g, V, m, detach_norm=True: None, "is None: did you forget a `return` statement?"),
-    "transposed": (lambda g, V, m, detach_norm=True: gradient_reference(g, V, m, detach_norm).T, "has shape (9, 6), expected (6, 9)"),
+    "transposed": (
+        lambda g, V, m, detach_norm=True: gradient_reference(g, V, m, detach_norm).T,
+        "has shape (9, 6), expected (6, 9)",
+    ),
     "nan": (lambda g, V, m, detach_norm=True: g * math.nan, "contains 54 NaN"),
     "modifies_input": (_gradient_in_place, "modified its argument grad_weight in place"),
     "raises": (lambda g, V, m, detach_norm=True: g @ V, "raised RuntimeError"),

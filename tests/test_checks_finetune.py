@@ -22,7 +22,14 @@ from labhelpers.checks.finetune import (
 
 
 def _config(use_dora, **overrides):
-    kwargs = dict(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"], use_dora=use_dora)
+    kwargs = dict(
+        task_type=TaskType.SEQ_CLS,
+        r=8,
+        lora_alpha=16,
+        lora_dropout=0.1,
+        target_modules=["query", "value"],
+        use_dora=use_dora,
+    )
     kwargs.update(overrides)
     return LoraConfig(**kwargs)
 
@@ -56,7 +63,9 @@ def test_lora_config_check_names_the_mistake(make_lora_config, message):
 # train_one_epoch
 
 
-def _train_variant(*, train_mode=True, zero_grad=True, step=True, no_grad=False, returns="mean", example_weighted=False):
+def _train_variant(
+    *, train_mode=True, zero_grad=True, step=True, no_grad=False, returns="mean", example_weighted=False
+):
     def train_one_epoch(model, loader, optimizer):
         if train_mode:
             model.train()
@@ -167,11 +176,15 @@ def _evaluate_with_dataset_length(model, loader):
 
 
 @pytest.mark.parametrize(
-    "evaluate_accuracy", [_reference_evaluate_accuracy, _evaluate_with_dataset_length], ids=["reference", "inference-mode"]
+    "evaluate_accuracy",
+    [_reference_evaluate_accuracy, _evaluate_with_dataset_length],
+    ids=["reference", "inference-mode"],
 )
 @pytest.mark.parametrize("seed, n_examples, batch_size", [(0, 10, 4), (3, 13, 5)], ids=["seed0", "seed3"])
 def test_evaluate_check_accepts_correct_answers(evaluate_accuracy, seed, n_examples, batch_size, capsys):
-    assert check_evaluate_accuracy(evaluate_accuracy, seeds=[seed], n_examples=n_examples, batch_size=batch_size) is None
+    assert (
+        check_evaluate_accuracy(evaluate_accuracy, seeds=[seed], n_examples=n_examples, batch_size=batch_size) is None
+    )
     assert "✔ evaluate_accuracy passed" in capsys.readouterr().out
 
 
@@ -219,7 +232,9 @@ def _measure_variant(kind):
 @pytest.mark.parametrize(
     "shapes, seeds", [(((12, 7), (5, 20)), (0,)), (((7, 19), (40, 3)), (51, 52))], ids=["default", "hidden-like"]
 )
-@pytest.mark.parametrize("measure", [magnitude_direction_change, _measure_variant("solution")], ids=["reference", "cosine-similarity"])
+@pytest.mark.parametrize(
+    "measure", [magnitude_direction_change, _measure_variant("solution")], ids=["reference", "cosine-similarity"]
+)
 def test_measure_check_accepts_correct_answers(measure, shapes, seeds, capsys):
     assert check_magnitude_direction_change(measure, shapes=shapes, seeds=seeds) is None
     assert "✔ magnitude_direction_change passed" in capsys.readouterr().out

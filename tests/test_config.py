@@ -11,22 +11,38 @@ from labhelpers.errors import LabConfigError
 def test_defaults_with_an_empty_environment():
     config = LabConfig.from_env({})
     assert (config.fast, config.data_dir, config.output_dir, config.seed, config.model_name) == (
-        False, None, PROJECT_ROOT / "outputs", 0, None,
+        False,
+        None,
+        PROJECT_ROOT / "outputs",
+        0,
+        None,
     )
     assert config.device in {"cpu", "cuda"}
 
 
-@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("YES", True), ("0", False), ("", False), ("off", False)])
+@pytest.mark.parametrize(
+    "value, expected", [("1", True), ("true", True), ("YES", True), ("0", False), ("", False), ("off", False)]
+)
 def test_lab_fast_accepts_usual_yes_no_spellings(value, expected):
     assert LabConfig.from_env({"LAB_FAST": value}).fast is expected
 
 
 def test_values_are_read(tmp_path):
     config = LabConfig.from_env(
-        {"LAB_DATA_DIR": str(tmp_path), "LAB_OUTPUT_DIR": str(tmp_path / "out"), "LAB_SEED": "7", "LAB_MODEL": "some/model", "LAB_DEVICE": "cpu"}
+        {
+            "LAB_DATA_DIR": str(tmp_path),
+            "LAB_OUTPUT_DIR": str(tmp_path / "out"),
+            "LAB_SEED": "7",
+            "LAB_MODEL": "some/model",
+            "LAB_DEVICE": "cpu",
+        }
     )
     assert (config.data_dir, config.output_dir, config.seed, config.model_name, config.device) == (
-        tmp_path, tmp_path / "out", 7, "some/model", "cpu",
+        tmp_path,
+        tmp_path / "out",
+        7,
+        "some/model",
+        "cpu",
     )
 
 
@@ -67,3 +83,15 @@ def test_setup_seeds_every_generator_and_reports_the_size(capsys, tmp_path):
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
     assert config.seed == 5 and config.fast
     assert "fast (LAB_FAST=1)" in capsys.readouterr().out
+
+
+def test_get_config_reads_the_environment_until_setup_chooses(monkeypatch, tmp_path):
+    from labhelpers.config import get_config, setup
+
+    monkeypatch.setenv("LAB_SEED", "7")
+    assert get_config().seed == 7
+    monkeypatch.setenv("LAB_SEED", "8")
+    assert get_config().seed == 8  # no setup() yet: read now
+    chosen = setup(seed=3, environ={"LAB_OUTPUT_DIR": str(tmp_path)})
+    monkeypatch.setenv("LAB_SEED", "9")
+    assert get_config() is chosen and get_config().seed == 3

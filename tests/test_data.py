@@ -88,8 +88,20 @@ def _folder_with(tmp_path, sst2_dir, **overrides):
         ("validation", None, {"validation.tsv": "sentence\tlabel\ngood\t1\nbad\t2\n"}, "line 3: expected"),
         ("validation", None, {"validation.tsv": "sentence\tlabel\ngood\n"}, "line 2: expected"),
     ],
-    ids=["split-test", "split-dev", "n-zero", "n-negative", "n-float", "n-too-large", "file-missing", "file-empty",
-         "no-rows", "wrong-header", "bad-label", "missing-column"],
+    ids=[
+        "split-test",
+        "split-dev",
+        "n-zero",
+        "n-negative",
+        "n-float",
+        "n-too-large",
+        "file-missing",
+        "file-empty",
+        "no-rows",
+        "wrong-header",
+        "bad-label",
+        "missing-column",
+    ],
 )
 def test_bad_input_raises_one_named_error_saying_how_to_fix(tmp_path, sst2_dir, split, n, files, message):
     folder = _folder_with(tmp_path, sst2_dir, **files)

@@ -17,7 +17,13 @@ from labhelpers.config import PROJECT_ROOT
 from labhelpers.grading import GradingOptions, grade, write_grades_csv
 from labhelpers.grading.course import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK, release, validate
 from labhelpers.grading.samples import (
-    answered, answers_of_exercises, perfect, points_by_cell, points_by_exercise, solution_sources, write_submission,
+    answered,
+    answers_of_exercises,
+    perfect,
+    points_by_cell,
+    points_by_exercise,
+    solution_sources,
+    write_submission,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
@@ -26,10 +32,34 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 # fails, exercises answered). Only Exercise 4's mistake trains models (grading time).
 MISTAKES = [
     ("dim0_magnitude", "decompose_weight", ("dim=0", "dim=1"), "decompose_weight_matches_definition", {1, 2, 3}),
-    ("missing_scaling", "dora_linear", ("self.lora_B, 1.0", "self.lora_B, self.scaling"), "dora_linear_matches_peft", {1, 2, 3}),
-    ("no_projection", "dora_direction_gradient", ("if True:", "if detach_norm:"), "dora_direction_gradient_matches_autograd", {1, 2, 3}),
-    ("no_eval_mode", "training_loop", ("    correct = total", "    model.eval()\n    correct = total"), "evaluate_accuracy_matches_reference", {1, 2, 3, 4}),
-    ("delta_d_over_columns", "magnitude_direction_change", ("(W, W0, dim=0)", "(W, W0, dim=1)"), "magnitude_direction_change_matches_paper", {1, 2, 3, 5}),
+    (
+        "missing_scaling",
+        "dora_linear",
+        ("self.lora_B, 1.0", "self.lora_B, self.scaling"),
+        "dora_linear_matches_peft",
+        {1, 2, 3},
+    ),
+    (
+        "no_projection",
+        "dora_direction_gradient",
+        ("if True:", "if detach_norm:"),
+        "dora_direction_gradient_matches_autograd",
+        {1, 2, 3},
+    ),
+    (
+        "no_eval_mode",
+        "training_loop",
+        ("    correct = total", "    model.eval()\n    correct = total"),
+        "evaluate_accuracy_matches_reference",
+        {1, 2, 3, 4},
+    ),
+    (
+        "delta_d_over_columns",
+        "magnitude_direction_change",
+        ("(W, W0, dim=0)", "(W, W0, dim=1)"),
+        "magnitude_direction_change_matches_paper",
+        {1, 2, 3, 5},
+    ),
 ]
 
 
@@ -88,7 +118,9 @@ def sample_class(tmp_path_factory, fresh_release, source, lab_env):
         answers = {**answers_of_exercises(source, exercises), cell: _wrong(solutions[cell], right, wrong)}
         write_submission(folder, student_id, answered(student, answers))
     out = tmp_path_factory.mktemp("graded")
-    path = grade(folder, out, GradingOptions(jobs=2, timeout_cell=300, timeout_submission=900), source_notebook=SOURCE_NOTEBOOK)
+    path = grade(
+        folder, out, GradingOptions(jobs=2, timeout_cell=300, timeout_submission=900), source_notebook=SOURCE_NOTEBOOK
+    )
     return out, read_grades(path)
 
 
@@ -141,7 +173,9 @@ def test_partial_submission_scores_exactly_its_exercises(sample_class, source):
 
 @pytest.mark.grading_e2e
 @pytest.mark.parametrize("student_id, cell, change, failed_test, exercises", MISTAKES, ids=[m[0] for m in MISTAKES])
-def test_each_mistake_loses_exactly_its_checks_points(sample_class, source, student_id, cell, change, failed_test, exercises):
+def test_each_mistake_loses_exactly_its_checks_points(
+    sample_class, source, student_id, cell, change, failed_test, exercises
+):
     out, rows = sample_class
     by_exercise = points_by_exercise(source)
     expected = sum(by_exercise[number] for number in exercises) - points_by_cell(source)[failed_test]

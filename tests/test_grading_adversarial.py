@@ -20,8 +20,8 @@ import pytest
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.grading import GradingOptions, grade
 from labhelpers.grading.course import SOURCE_NOTEBOOK
-from labhelpers.grading.sandbox import probe
 from labhelpers.grading.samples import answered, answers_of_exercises, points_by_exercise, write_submission
+from labhelpers.grading.sandbox import probe
 
 pytestmark = [pytest.mark.grading_e2e, pytest.mark.slow, pytest.mark.xdist_group("grading_adversarial")]
 
@@ -61,8 +61,15 @@ PATCH_INSIDE = (
 
 
 def write_everywhere(out: Path, submissions: Path) -> str:
-    targets = [PROJECT_ROOT / CANARY, PROJECT_ROOT / "labhelpers" / "checks" / CANARY, out / "gradebook.db",
-               out / "grades.csv", submissions / "reference" / "dora_lab.ipynb", SOURCE_NOTEBOOK, Path("/root") / CANARY]
+    targets = [
+        PROJECT_ROOT / CANARY,
+        PROJECT_ROOT / "labhelpers" / "checks" / CANARY,
+        out / "gradebook.db",
+        out / "grades.csv",
+        submissions / "reference" / "dora_lab.ipynb",
+        SOURCE_NOTEBOOK,
+        Path("/root") / CANARY,
+    ]
     return (
         "import os, signal\n"
         f"for path in {[str(t) for t in targets]!r}:\n"
@@ -103,7 +110,11 @@ def hostile_class(tmp_path_factory, sst2_dir):
     for cell in tampered.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "decompose_weight_matches_definition":
             cell.source = "print('✔ all good')"
-    deleted.cells = [c for c in deleted.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "decompose_weight_matches_definition"]
+    deleted.cells = [
+        c
+        for c in deleted.cells
+        if c.metadata.get("nbgrader", {}).get("grade_id") != "decompose_weight_matches_definition"
+    ]
     submit("tampered_test_cell", {"decompose_weight": WRONG_DECOMPOSE}, notebook=tampered)
     submit("deleted_test_cell", {"decompose_weight": WRONG_DECOMPOSE}, notebook=deleted)
     submit("patched_comparisons", {"decompose_weight": PATCH_COMPARISONS + WRONG_DECOMPOSE})
@@ -129,8 +140,12 @@ def hostile_class(tmp_path_factory, sst2_dir):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LAB_DATA_DIR", str(sst2_dir))
         patch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-        path = grade(folder, out, GradingOptions(jobs=2, timeout_cell=TIMEOUT_CELL, timeout_submission=400),
-                     source_notebook=SOURCE_NOTEBOOK)
+        path = grade(
+            folder,
+            out,
+            GradingOptions(jobs=2, timeout_cell=TIMEOUT_CELL, timeout_submission=400),
+            source_notebook=SOURCE_NOTEBOOK,
+        )
     after_hashes = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in watched}
     with open(path, newline="") as handle:
         rows = {row["student_id"]: row for row in csv.DictReader(handle)}
@@ -147,8 +162,12 @@ CASES = [
     # The notebook's own check already fails (it compares with references captured before student code runs).
     ("patched_comparisons", EX1, REVIEW + "allclose, assert_close, torch.testing"),
     # The redefined check passes in the notebook; the clean re-check, which never runs the redefinition, fails it.
-    ("patched_checks", EX1, "failed the clean re-check: decompose_weight_matches_definition; answer cell 1: 1 top-level "
-                            "statement(s) ignored; " + REVIEW + "check_, labhelpers.checks"),
+    (
+        "patched_checks",
+        EX1,
+        "failed the clean re-check: decompose_weight_matches_definition; answer cell 1: 1 top-level "
+        "statement(s) ignored; " + REVIEW + "check_, labhelpers.checks",
+    ),
     ("patch_inside_answer", EX1, REVIEW + "allclose, assert_close, torch.testing"),
     ("slow_cell", (), f"time-out ({T} s) in cell dora_linear"),
     ("sys_exit", (), REVIEW + "sys.exit"),
@@ -158,15 +177,21 @@ CASES = [
 ]
 # A fault in Exercise 2's answer cell: the points earned before it (Exercise 1) stand, every later test fails.
 FAULTS = [
-    ("infinite_loop", f"time-out ({T} s) in cell dora_linear; the kernel was stopped: the cell ignored the interrupt "
-                      f"after its time-out of {T} s in cell dora_linear; " + REVIEW + "signal."),
+    (
+        "infinite_loop",
+        f"time-out ({T} s) in cell dora_linear; the kernel was stopped: the cell ignored the interrupt "
+        f"after its time-out of {T} s in cell dora_linear; " + REVIEW + "signal.",
+    ),
     ("os_exit", "the kernel exited with code 0 in cell dora_linear; " + REVIEW + "os._exit"),
     ("memory_bomb", "the memory cap (6 GiB) was reached and still held in cell dora_linear: kernel stopped"),
 ]
 BROKEN = [
     ("corrupt_json", "dora_lab.ipynb is not a valid notebook (Notebook does not appear to be JSON: '{\"cells\": [')"),
-    ("not_a_notebook", "dora_lab.ipynb is not a valid notebook ('utf-8' codec can't decode byte 0x89 in position 0: "
-                       "invalid start byte)"),
+    (
+        "not_a_notebook",
+        "dora_lab.ipynb is not a valid notebook ('utf-8' codec can't decode byte 0x89 in position 0: "
+        "invalid start byte)",
+    ),
     ("symlink", "dora_lab.ipynb is not a regular file (links are not followed)"),
 ]
 
@@ -206,7 +231,9 @@ def test_no_student_wrote_outside_its_sandbox(hostile_class):
     problem = probe(scratch)
     scratch.rmdir()
     if problem:
-        pytest.skip(f"student code cannot run as its own user here ({problem}): write protection needs root and mount namespaces")
+        pytest.skip(
+            f"student code cannot run as its own user here ({problem}): write protection needs root and mount namespaces"
+        )
     out = hostile_class["out"]
     assert hostile_class["unchanged"], "a project file, the instructor's notebook or a classmate's submission changed"
     assert not (PROJECT_ROOT / CANARY).exists() and not (PROJECT_ROOT / "labhelpers" / "checks" / CANARY).exists()

@@ -58,4 +58,6 @@ def test_installed_versions_match_the_pins(pyproject_pins):
         # torch's CPU wheel reports a local version label: 2.13.0+cpu satisfies ==2.13.0.
         if version(name).split("+")[0] != pin
     }
-    assert not wrong, f"installed versions differ from pyproject.toml (pin, installed): {wrong}; run `make test` to rebuild .venv"
+    assert not wrong, (
+        f"installed versions differ from pyproject.toml (pin, installed): {wrong}; run `make test` to rebuild .venv"
+    )

@@ -6,12 +6,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
 
-from labhelpers import analysis, plots  # noqa: E402
+from labhelpers import analysis, plots
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +34,9 @@ def _results(seeds=(0, 1, 2)):
                 "checkpoint_epoch": [0.5, 1.0, 1.5, 2.0], "checkpoint_train_loss": list(0.7 - 0.1 * np.arange(4) + 0.01 * rng.standard_normal(4)),
                 "train_loss": [0.6, 0.45], "trainable_params": 100, "seconds": 1.0,
             })  # fmt: skip
-    W0 = {f"bert.encoder.layer.{i}.attention.self.{p}": torch.randn(12, 20) for i in range(2) for p in ("query", "value")}
+    W0 = {
+        f"bert.encoder.layer.{i}.attention.self.{p}": torch.randn(12, 20) for i in range(2) for p in ("query", "value")
+    }
     checkpoints = {
         method: {"seed": 0, "checkpoints": [{"step": s, "epoch": s / 4, "weights": {k: v * (1 + 0.01 * s * (m + 1)) + 0.02 * s * torch.randn(12, 20) for k, v in W0.items()}} for s in (1, 2, 3, 4)]}
         for m, method in enumerate(("lora", "dora"))
@@ -94,7 +96,9 @@ def test_weight_changes_show_heatmaps_and_magnitudes_of_a_real_layer():
     fig = plots.plot_weight_changes(results, rows=slice(0, 8), cols=slice(0, 10))
     images = [image for ax in fig.axes for image in ax.get_images()]
     assert len(images) == 3 and images[0].get_array().shape == (8, 10)
-    final = results["weights"]["checkpoints"]["dora"]["checkpoints"][-1]["weights"]["bert.encoder.layer.1.attention.self.value"]
+    final = results["weights"]["checkpoints"]["dora"]["checkpoints"][-1]["weights"][
+        "bert.encoder.layer.1.attention.self.value"
+    ]
     W0 = results["weights"]["pretrained"]["bert.encoder.layer.1.attention.self.value"]
     np.testing.assert_allclose(images[2].get_array(), (final - W0)[:8, :10].numpy(), rtol=1e-6)
     bars_ax = [ax for ax in fig.axes if ax.patches][0]
@@ -104,7 +108,9 @@ def test_weight_changes_show_heatmaps_and_magnitudes_of_a_real_layer():
 def test_magnitude_bars_are_row_norms():
     W = torch.randn(6, 9)
     ax = plots.plot_magnitudes({"pretrained": W})
-    np.testing.assert_allclose([p.get_height() for p in ax.patches], torch.linalg.vector_norm(W, dim=1).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        [p.get_height() for p in ax.patches], torch.linalg.vector_norm(W, dim=1).numpy(), rtol=1e-6
+    )
 
 
 def test_gradient_norms_figure_has_one_panel_per_quantity():

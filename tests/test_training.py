@@ -16,10 +16,26 @@ from labhelpers.models import count_parameters
 
 
 def make_lora_config(use_dora):
-    return LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"], use_dora=use_dora)
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=8,
+        lora_alpha=16,
+        lora_dropout=0.1,
+        target_modules=["query", "value"],
+        use_dora=use_dora,
+    )
 
 
-TINY = dict(methods=("lora", "dora"), seeds=(0,), num_epochs=1, lr=1e-3, batch_size=16, n_train=32, n_eval=16, checkpoints_per_epoch=2)
+TINY = dict(
+    methods=("lora", "dora"),
+    seeds=(0,),
+    num_epochs=1,
+    lr=1e-3,
+    batch_size=16,
+    n_train=32,
+    n_eval=16,
+    checkpoints_per_epoch=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +118,9 @@ def test_summarize_gives_mean_and_sample_std_per_method(capsys):
     summary = training.summarize({"runs": runs})
     assert summary["lora"]["val_accuracy_mean"] == pytest.approx(np.mean([0.80, 0.84, 0.83]))
     assert summary["lora"]["val_accuracy_std"] == pytest.approx(np.std([0.80, 0.84, 0.83], ddof=1))
-    assert summary["lora"]["train_loss_mean"] == pytest.approx(0.4) and summary["lora"]["seconds_mean"] == pytest.approx(4.0)
+    assert summary["lora"]["train_loss_mean"] == pytest.approx(0.4) and summary["lora"][
+        "seconds_mean"
+    ] == pytest.approx(4.0)
     assert summary["dora"]["val_accuracy_std"] == 0.0 and summary["dora"]["trainable_params"] == 12
     out = capsys.readouterr().out
     assert "0.823 ± 0.021" in out and "dora" in out
@@ -137,7 +155,9 @@ def test_fast_settings_are_smaller_than_the_student_size():
     ],
     ids=["unknown-method", "no-seeds", "no-epochs", "ignores-use_dora", "not-a-config"],
 )
-def test_comparison_rejects_unusable_settings(kwargs, make_config, message, base_model_and_tokenizer, sst2_dir, tmp_path):
+def test_comparison_rejects_unusable_settings(
+    kwargs, make_config, message, base_model_and_tokenizer, sst2_dir, tmp_path
+):
     model, tokenizer = base_model_and_tokenizer
     settings = {**TINY, "n_train": 8, "n_eval": 8, **kwargs}
     with pytest.raises(LabConfigError, match=message):

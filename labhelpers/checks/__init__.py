@@ -2,7 +2,6 @@
 
 from labhelpers.checks.core import TOLERANCES, assert_close, call_student, expect_tensor, passed
 from labhelpers.checks.dora import check_decompose_weight, check_dora_direction_gradient, check_dora_linear
-
 from labhelpers.checks.finetune import (
     check_evaluate_accuracy,
     check_lora_configs,

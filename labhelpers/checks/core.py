@@ -8,8 +8,9 @@ reads as a message about the student's code, never as a traceback from inside th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -68,7 +69,11 @@ def _difference_bound(
 
 def _is_close(actual: Any, expected: torch.Tensor) -> bool:
     """Tell whether actual is a finite tensor of expected's shape within the tolerance (no message)."""
-    if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape or not bool(torch.isfinite(expected).all()):
+    if (
+        not isinstance(actual, torch.Tensor)
+        or actual.shape != expected.shape
+        or not bool(torch.isfinite(expected).all())
+    ):
         return False
     rtol, atol = _tolerance(_coarser(actual.dtype, expected.dtype))
     a, e, bound = _difference_bound(actual, expected, rtol, atol)
@@ -132,7 +137,9 @@ def expect_tensor(
             f"build it with torch operations on the input tensors.{suffix}"
         )
     if shape is not None and not _shape_matches(tuple(value.shape), tuple(shape)):
-        expected = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+        expected = (
+            "(" + ", ".join("any" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+        )
         raise AssertionError(
             f"{what} has shape {tuple(value.shape)}, expected {expected}: "
             f"check which dimension you reduce over and whether you keep it (keepdim=True).{suffix}"
@@ -209,7 +216,9 @@ def call_student(fn: Callable, *args: Any, what: str, **kwargs: Any) -> Any:
         whatever fn returns.
     """
     if not callable(fn):
-        raise AssertionError(f"{what}: expected a function or class but got {_describe(fn)}; pass the object itself, not its result")
+        raise AssertionError(
+            f"{what}: expected a function or class but got {_describe(fn)}; pass the object itself, not its result"
+        )
     try:
         return fn(*args, **kwargs)
     except NotImplementedError as error:
@@ -217,7 +226,7 @@ def call_student(fn: Callable, *args: Any, what: str, **kwargs: Any) -> Any:
         raise AssertionError(
             f"{what} raised NotImplementedError: replace `raise NotImplementedError()` with your code and run the cell again."
         ) from error
-    except Exception as error:  # noqa: BLE001 - anything the student's code raises is reported the same way
+    except Exception as error:
         raise AssertionError(
             f"{what} raised {type(error).__name__}: {error}. "
             f"Fix the error in your code (the traceback above shows the line), then run the check again."

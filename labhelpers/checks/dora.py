@@ -9,8 +9,9 @@ mistake these checks explain. Every shape argument below is a weight shape (out_
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from itertools import product
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -123,7 +124,9 @@ def check_decompose_weight(
             if zero_row:
                 W[out_features // 2] = 0
             W_before = W.clone()
-            case = f"W of shape {tuple(shape)}, {_dtype_name(dtype)}" + (f", row {out_features // 2} all zero" if zero_row else "")
+            case = f"W of shape {tuple(shape)}, {_dtype_name(dtype)}" + (
+                f", row {out_features // 2} all zero" if zero_row else ""
+            )
             what = f"decompose_weight(W) with {case}"
             magnitude, direction = _unpack_decomposition(call_student(decompose_weight, W, what=what), what)
             if not torch.equal(W, W_before):
@@ -145,7 +148,9 @@ def check_decompose_weight(
                 )
             for name, value in (("magnitude", magnitude), ("direction", direction)):
                 expected_shape = (out_features, 1) if name == "magnitude" else tuple(shape)
-                expect_tensor(value, f"the {name} returned by {what}", shape=expected_shape, dtype=dtype, hint=nan_hint)
+                expect_tensor(
+                    value, f"the {name} returned by {what}", shape=expected_shape, dtype=dtype, hint=nan_hint
+                )
                 if value.device != W.device:
                     raise AssertionError(
                         f"the {name} returned by {what} is on {value.device}, W on {W.device}: keep W's device "
@@ -156,25 +161,38 @@ def check_decompose_weight(
                 message = _first_match(
                     magnitude,
                     [
-                        ("the magnitude should be the L2 norm of each row, not its square: take the square root "
-                         "(torch.linalg.vector_norm(W, dim=1, keepdim=True)).", lambda: reference**2),
-                        ("the magnitude should be the L2 norm of each row, not the sum of absolute values (L1 norm).",
-                         lambda: W.double().abs().sum(dim=1, keepdim=True)),
-                        ("the magnitude is all ones: it should be the norm of each row of W.", lambda: torch.ones_like(reference)),
+                        (
+                            "the magnitude should be the L2 norm of each row, not its square: take the square root "
+                            "(torch.linalg.vector_norm(W, dim=1, keepdim=True)).",
+                            lambda: reference**2,
+                        ),
+                        (
+                            "the magnitude should be the L2 norm of each row, not the sum of absolute values (L1 norm).",
+                            lambda: W.double().abs().sum(dim=1, keepdim=True),
+                        ),
+                        (
+                            "the magnitude is all ones: it should be the norm of each row of W.",
+                            lambda: torch.ones_like(reference),
+                        ),
                     ],
                 )
                 assert_close(
-                    magnitude, reference, f"the magnitude returned by {what}",
+                    magnitude,
+                    reference,
+                    f"the magnitude returned by {what}",
                     hint=message or "magnitude[i] should be the L2 norm of row i of W, ||W[i, :]||.",
                 )
             nonzero = reference.view(-1) > 0
             assert_close(
-                _row_norms(direction.double())[nonzero], torch.ones_like(reference[nonzero]).to(dtype),
+                _row_norms(direction.double())[nonzero],
+                torch.ones_like(reference[nonzero]).to(dtype),
                 f"the row norms of the direction returned by {what}",
                 hint="every non-zero row of direction should have norm 1: direction = W / magnitude.",
             )
             assert_close(
-                (magnitude * direction), W, f"magnitude * direction returned by {what}",
+                (magnitude * direction),
+                W,
+                f"magnitude * direction returned by {what}",
                 hint="magnitude * direction should rebuild W exactly; did you normalise over the wrong dimension or rescale W?",
             )
             n_checks += 1
@@ -262,13 +280,25 @@ def _dora_reference(
 
 
 def _reference_grads(
-    params: dict[str, torch.Tensor], x: torch.Tensor, g: torch.Tensor, x_d: torch.Tensor | None, scaling: float, detach: bool
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    g: torch.Tensor,
+    x_d: torch.Tensor | None,
+    scaling: float,
+    detach: bool,
 ) -> dict[str, torch.Tensor]:
     """Return autograd's gradients of sum(y * g) w.r.t. lora_A, lora_B and magnitude for _dora_reference."""
     leaves = {name: params[name].detach().clone().requires_grad_(True) for name in ("lora_A", "lora_B", "magnitude")}
     y = _dora_reference(
-        x, params["weight"], params["bias"], leaves["lora_A"], leaves["lora_B"], leaves["magnitude"], scaling,
-        x_d=x_d, detach=detach,
+        x,
+        params["weight"],
+        params["bias"],
+        leaves["lora_A"],
+        leaves["lora_B"],
+        leaves["magnitude"],
+        scaling,
+        x_d=x_d,
+        detach=detach,
     )
     grads = torch.autograd.grad((y * g).sum(), list(leaves.values()))
     return dict(zip(leaves, grads))
@@ -281,21 +311,38 @@ def _get(layer: nn.Module, name: str, how: str) -> Any:
     return getattr(layer, name)
 
 
-def _check_structure(layer: Any, base: nn.Linear, W0: torch.Tensor, b0: torch.Tensor | None, r: int, lora_alpha: float, p: float, what: str) -> None:
+def _check_structure(
+    layer: Any,
+    base: nn.Linear,
+    W0: torch.Tensor,
+    b0: torch.Tensor | None,
+    r: int,
+    lora_alpha: float,
+    p: float,
+    what: str,
+) -> None:
     """Check attributes, shapes, dtypes, requires_grad flags and the trainable-parameter count of a fresh layer."""
     out_features, in_features = W0.shape
     if layer is None or not isinstance(layer, nn.Module):
-        raise AssertionError(f"{what} gave {type(layer).__name__}, not an nn.Module: DoRALinear must subclass nn.Module and call super().__init__().")
+        raise AssertionError(
+            f"{what} gave {type(layer).__name__}, not an nn.Module: DoRALinear must subclass nn.Module and call super().__init__()."
+        )
     dtype = W0.dtype
     if not torch.equal(base.weight.detach(), W0) or (b0 is not None and not torch.equal(base.bias.detach(), b0)):
         raise AssertionError(
             f"{what} changed base_layer's weight or bias in place: keep the pretrained layer unchanged "
             f"(no in-place ops such as .div_() or .data assignments on it; compute new tensors instead)."
         )
-    weight = _get(layer, "weight", "self.weight = the frozen base weight (nn.Parameter(base_layer.weight.detach(), requires_grad=False))")
+    weight = _get(
+        layer,
+        "weight",
+        "self.weight = the frozen base weight (nn.Parameter(base_layer.weight.detach(), requires_grad=False))",
+    )
     expect_tensor(weight, "DoRALinear.weight", shape=(out_features, in_features))
     if not torch.equal(weight.detach(), W0):
-        raise AssertionError(f"DoRALinear.weight should hold base_layer.weight unchanged; {what} stores different values.")
+        raise AssertionError(
+            f"DoRALinear.weight should hold base_layer.weight unchanged; {what} stores different values."
+        )
     if weight.requires_grad:
         raise AssertionError(
             "the base weight is trainable (DoRALinear.weight.requires_grad is True): freeze it with requires_grad=False; "
@@ -312,17 +359,23 @@ def _check_structure(layer: Any, base: nn.Linear, W0: torch.Tensor, b0: torch.Te
         if not torch.equal(bias.detach(), b0):
             raise AssertionError("DoRALinear.bias should hold base_layer.bias unchanged.")
         if bias.requires_grad:
-            raise AssertionError("the base bias is trainable (DoRALinear.bias.requires_grad is True): freeze it with requires_grad=False.")
+            raise AssertionError(
+                "the base bias is trainable (DoRALinear.bias.requires_grad is True): freeze it with requires_grad=False."
+            )
     elif bias is not None and not (isinstance(bias, torch.Tensor) and not bool(bias.any()) and not bias.requires_grad):
         raise AssertionError("base_layer has no bias (bias=False), so DoRALinear.bias should be None.")
 
-    magnitude = _get(layer, "magnitude", "self.magnitude = nn.Parameter(row norms of the weight), shape (out_features, 1)")
+    magnitude = _get(
+        layer, "magnitude", "self.magnitude = nn.Parameter(row norms of the weight), shape (out_features, 1)"
+    )
     _check_magnitude_shape(magnitude, W0, "DoRALinear.magnitude")
     lora_A = _get(layer, "lora_A", "self.lora_A = nn.Parameter of shape (r, in_features)")
     lora_B = _get(layer, "lora_B", "self.lora_B = nn.Parameter of shape (out_features, r), zeros")
     for name, value, shape in (("lora_A", lora_A, (r, in_features)), ("lora_B", lora_B, (out_features, r))):
         if isinstance(value, nn.Linear):
-            raise AssertionError(f"DoRALinear.{name} is an nn.Linear: store its matrix directly as nn.Parameter of shape {shape}, as the lab asks.")
+            raise AssertionError(
+                f"DoRALinear.{name} is an nn.Linear: store its matrix directly as nn.Parameter of shape {shape}, as the lab asks."
+            )
         if isinstance(value, torch.Tensor) and tuple(value.shape) != shape and tuple(value.shape) == shape[::-1]:
             raise AssertionError(
                 f"DoRALinear.{name} has shape {tuple(value.shape)}, expected {shape}: PEFT's lora_A is (r, in_features) "
@@ -336,7 +389,11 @@ def _check_structure(layer: Any, base: nn.Linear, W0: torch.Tensor, b0: torch.Te
                 f"create it with dtype=base_layer.weight.dtype, device=base_layer.weight.device."
             )
         if not isinstance(value, nn.Parameter) or not value.requires_grad:
-            kind = "a plain tensor (or buffer)" if not isinstance(value, nn.Parameter) else "an nn.Parameter with requires_grad=False"
+            kind = (
+                "a plain tensor (or buffer)"
+                if not isinstance(value, nn.Parameter)
+                else "an nn.Parameter with requires_grad=False"
+            )
             raise AssertionError(
                 f"{name} is not trainable: DoRALinear.{name} is {kind}. Make it nn.Parameter(...) (trainable), "
                 f"since DoRA trains magnitude, lora_A and lora_B."
@@ -347,25 +404,39 @@ def _check_structure(layer: Any, base: nn.Linear, W0: torch.Tensor, b0: torch.Te
     try:
         scaling = float(scaling)
     except (TypeError, ValueError):
-        raise AssertionError(f"DoRALinear.scaling should be the number lora_alpha / r, got {type(scaling).__name__}.") from None
+        raise AssertionError(
+            f"DoRALinear.scaling should be the number lora_alpha / r, got {type(scaling).__name__}."
+        ) from None
     if abs(scaling - expected_scaling) > 1e-12 * max(1.0, abs(expected_scaling)):
-        wrong = {float(lora_alpha): "lora_alpha alone", r / lora_alpha: "r / lora_alpha", 1.0: "no scaling at all", float(r): "r alone"}
+        wrong = {
+            float(lora_alpha): "lora_alpha alone",
+            r / lora_alpha: "r / lora_alpha",
+            1.0: "no scaling at all",
+            float(r): "r alone",
+        }
         guess = next((name for value, name in wrong.items() if abs(scaling - value) < 1e-12), None)
         raise AssertionError(
-            f"DoRALinear.scaling is {scaling:g}" + (f", which is {guess}" if guess else "")
+            f"DoRALinear.scaling is {scaling:g}"
+            + (f", which is {guess}" if guess else "")
             + f", expected lora_alpha / r = {lora_alpha:g} / {r} = {expected_scaling:g}, as in PEFT."
         )
     for name, expected in (("r", r), ("in_features", in_features), ("out_features", out_features)):
         value = _get(layer, name, f"self.{name}")
         if value != expected:
             raise AssertionError(f"DoRALinear.{name} is {value!r}, expected {expected}.")
-    dropout = _get(layer, "lora_dropout", "self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()")
+    dropout = _get(
+        layer, "lora_dropout", "self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()"
+    )
     if not callable(dropout):
-        raise AssertionError(f"DoRALinear.lora_dropout should be a module (nn.Dropout(p) or nn.Identity()), got {type(dropout).__name__}.")
+        raise AssertionError(
+            f"DoRALinear.lora_dropout should be a module (nn.Dropout(p) or nn.Identity()), got {type(dropout).__name__}."
+        )
     if isinstance(dropout, nn.Dropout) and abs(dropout.p - p) > 1e-12:
         raise AssertionError(f"DoRALinear.lora_dropout has p={dropout.p}, expected lora_dropout={p}.")
     if p > 0 and isinstance(dropout, nn.Identity):
-        raise AssertionError(f"DoRALinear.lora_dropout is nn.Identity but lora_dropout={p}: use nn.Dropout(lora_dropout).")
+        raise AssertionError(
+            f"DoRALinear.lora_dropout is nn.Identity but lora_dropout={p}: use nn.Dropout(lora_dropout)."
+        )
 
     trainable = {name: param for name, param in layer.named_parameters() if param.requires_grad}
     count = sum(param.numel() for param in trainable.values())
@@ -380,8 +451,16 @@ def _check_structure(layer: Any, base: nn.Linear, W0: torch.Tensor, b0: torch.Te
 
 
 def _check_initial_state(
-    layer: nn.Module, base_forward: Callable, W0: torch.Tensor, b0: torch.Tensor | None, x: torch.Tensor,
-    seed: int, r: int, lora_alpha: float, p: float, what: str,
+    layer: nn.Module,
+    base_forward: Callable,
+    W0: torch.Tensor,
+    b0: torch.Tensor | None,
+    x: torch.Tensor,
+    seed: int,
+    r: int,
+    lora_alpha: float,
+    p: float,
+    what: str,
 ) -> None:
     """Check PEFT's init (lora_B zero, lora_A random, magnitude = row norms) and that the layer starts equal to its base."""
     norms = _row_norms(W0)
@@ -408,14 +487,24 @@ def _check_initial_state(
             hint = "magnitude starts at the squared row norms: take the L2 norm (square root of the sum of squares)."
         else:
             hint = "initialise magnitude to the row norms of the base weight (decompose_weight's magnitude)."
-        assert_close(m, norms, "DoRALinear.magnitude at initialisation", hint=hint + " Then the layer starts equal to its base layer.")
+        assert_close(
+            m,
+            norms,
+            "DoRALinear.magnitude at initialisation",
+            hint=hint + " Then the layer starts equal to its base layer.",
+        )
     expected = base_forward(x)
     for training in (False, True):
         layer.train(training)
         _seed(seed)
         with torch.no_grad():
             y = call_student(layer, x, what=f"the forward of {what} ({'train' if training else 'eval'} mode)")
-        expect_tensor(y, f"the output of {what}", shape=tuple(expected.shape), hint="forward should `return` a tensor of shape (..., out_features).")
+        expect_tensor(
+            y,
+            f"the output of {what}",
+            shape=tuple(expected.shape),
+            hint="forward should `return` a tensor of shape (..., out_features).",
+        )
         if training and p > 0:
             hint = (
                 "In train mode with lora_B = 0 and magnitude = ||W||, the output should equal base_layer(x) exactly, but it differs: "
@@ -427,17 +516,25 @@ def _check_initial_state(
             hint = _first_match(y, _output_mistakes(params, x, None, lora_alpha / r, r, lora_alpha)) or (
                 "A fresh DoRALinear (lora_B = 0, magnitude = row norms of W) should compute exactly base_layer(x)."
             )
-        assert_close(y, expected, f"the output of a fresh {what} vs base_layer(x) ({'train' if training else 'eval'} mode)", hint=hint)
+        assert_close(
+            y,
+            expected,
+            f"the output of a fresh {what} vs base_layer(x) ({'train' if training else 'eval'} mode)",
+            hint=hint,
+        )
 
 
-def _set_random_state(layer: nn.Module, W0: torch.Tensor, r: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def _set_random_state(
+    layer: nn.Module, W0: torch.Tensor, r: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     """Give lora_A, lora_B and magnitude random non-zero values (so every term of DoRA matters) and return them."""
     out_features, in_features = W0.shape
     dtype = W0.dtype
     values = {
         "lora_A": _randn((r, in_features), generator, dtype) / in_features**0.5,
         "lora_B": 0.3 * _randn((out_features, r), generator, dtype),
-        "magnitude": _row_norms(W0) * (1 + 0.3 * torch.rand((out_features, 1), generator=generator, dtype=torch.float64).to(dtype)),
+        "magnitude": _row_norms(W0)
+        * (1 + 0.3 * torch.rand((out_features, 1), generator=generator, dtype=torch.float64).to(dtype)),
     }
     with torch.no_grad():
         for name, value in values.items():
@@ -445,7 +542,9 @@ def _set_random_state(layer: nn.Module, W0: torch.Tensor, r: int, generator: tor
     return values
 
 
-def _output_mistakes(params: dict, x: torch.Tensor, x_d: torch.Tensor | None, scaling: float, r: int, lora_alpha: float) -> list:
+def _output_mistakes(
+    params: dict, x: torch.Tensor, x_d: torch.Tensor | None, scaling: float, r: int, lora_alpha: float
+) -> list:
     """Return (message, reference) for the known mistakes of DoRALinear's forward."""
     W, b, A, B, m = params["weight"], params["bias"], params["lora_A"], params["lora_B"], params["magnitude"]
 
@@ -456,12 +555,26 @@ def _output_mistakes(params: dict, x: torch.Tensor, x_d: torch.Tensor | None, sc
 
     expected_s = f"scaling = lora_alpha / r = {lora_alpha:g} / {r} = {scaling:g}"
     mistakes = [
-        (f"the LoRA update is not scaled: multiply B @ A by {expected_s} (in the output and in the norm).", ref(scaling=1.0)),
+        (
+            f"the LoRA update is not scaled: multiply B @ A by {expected_s} (in the output and in the norm).",
+            ref(scaling=1.0),
+        ),
         (f"the LoRA update is scaled by lora_alpha alone: use {expected_s}.", ref(scaling=float(lora_alpha))),
         (f"the LoRA update is scaled by r / lora_alpha: use {expected_s}.", ref(scaling=r / lora_alpha)),
-        ("the norm uses a different scaling than the output: the norm is of V = W + scaling·B·A with the same scaling.", ref(norm_scaling=1.0)),
-        ("the norm in forward is taken over dim=0 (one per input feature): " + AXIS_EXPLANATION + " Use ||V|| over dim=1.", ref(norm_dim=0)),
-        ("the norm is of the frozen W alone: DoRA divides by the norm of the adapted weight V = W + scaling·B·A, recomputed in every forward.", ref(norm_of_W=True)),
+        (
+            "the norm uses a different scaling than the output: the norm is of V = W + scaling·B·A with the same scaling.",
+            ref(norm_scaling=1.0),
+        ),
+        (
+            "the norm in forward is taken over dim=0 (one per input feature): "
+            + AXIS_EXPLANATION
+            + " Use ||V|| over dim=1.",
+            ref(norm_dim=0),
+        ),
+        (
+            "the norm is of the frozen W alone: DoRA divides by the norm of the adapted weight V = W + scaling·B·A, recomputed in every forward.",
+            ref(norm_of_W=True),
+        ),
         ("the output ignores magnitude: DoRA's weight is magnitude * V / ||V||.", ref(use_magnitude=False)),
         ("the bias of base_layer is missing from the output: add self.bias (frozen) to the result.", ref(bias="lost")),
         ("the bias is multiplied by magnitude / ||V||: add it unscaled, y = x W'ᵀ + b.", ref(bias="scaled")),
@@ -469,21 +582,40 @@ def _output_mistakes(params: dict, x: torch.Tensor, x_d: torch.Tensor | None, sc
     ]
     if x_d is not None:
         mistakes += [
-            ("dropout is applied to the frozen base path too: apply lora_dropout on the adapter path only, as PEFT: "
-             "y = base(x) + (m/||V|| - 1)·(x_d Wᵀ) + (m/||V||)·s·(x_d Aᵀ Bᵀ), x_d = lora_dropout(x).", ref(dropout="everywhere")),
-            ("in train mode no dropout is applied: compute x_d = self.lora_dropout(x) and use it on the adapter path.", ref(x_d=None)),
-            ("the (m/||V|| - 1)·x Wᵀ correction uses the clean x: like PEFT, use the dropped-out x_d in both adapter terms, "
-             "y = base(x) + (m/||V|| - 1)·(x_d Wᵀ) + (m/||V||)·s·(x_d Aᵀ Bᵀ).", ref(dropout="lora_only")),
+            (
+                "dropout is applied to the frozen base path too: apply lora_dropout on the adapter path only, as PEFT: "
+                "y = base(x) + (m/||V|| - 1)·(x_d Wᵀ) + (m/||V||)·s·(x_d Aᵀ Bᵀ), x_d = lora_dropout(x).",
+                ref(dropout="everywhere"),
+            ),
+            (
+                "in train mode no dropout is applied: compute x_d = self.lora_dropout(x) and use it on the adapter path.",
+                ref(x_d=None),
+            ),
+            (
+                "the (m/||V|| - 1)·x Wᵀ correction uses the clean x: like PEFT, use the dropped-out x_d in both adapter terms, "
+                "y = base(x) + (m/||V|| - 1)·(x_d Wᵀ) + (m/||V||)·s·(x_d Aᵀ Bᵀ).",
+                ref(dropout="lora_only"),
+            ),
         ]
     return mistakes
 
 
 def _compare_with_peft(
-    layer: nn.Module, peft_layer: nn.Module, params: dict, x: torch.Tensor, seed: int, training: bool,
-    scaling: float, r: int, lora_alpha: float, p: float, what: str, generator: torch.Generator,
+    layer: nn.Module,
+    peft_layer: nn.Module,
+    params: dict,
+    x: torch.Tensor,
+    seed: int,
+    training: bool,
+    scaling: float,
+    r: int,
+    lora_alpha: float,
+    p: float,
+    what: str,
+    generator: torch.Generator,
 ) -> None:
     """Compare the output and the gradients of lora_A, lora_B and magnitude with PEFT's, with identical dropout masks."""
-    mode = "train mode, lora_dropout={:g}".format(p) if training else "eval mode"
+    mode = f"train mode, lora_dropout={p:g}" if training else "eval mode"
     layer.train(training)
     peft_layer.train(training)
     for module in (layer, peft_layer):
@@ -497,7 +629,12 @@ def _compare_with_peft(
     _seed(seed)
     x_d = torch.nn.functional.dropout(x, p) if training and p > 0 else None
     where = f"{what} ({mode}, x of shape {tuple(x.shape)})"
-    expect_tensor(y, f"the output of {where}", shape=tuple(y_ref.shape), hint="forward should `return` a tensor of shape (..., out_features).")
+    expect_tensor(
+        y,
+        f"the output of {where}",
+        shape=tuple(y_ref.shape),
+        hint="forward should `return` a tensor of shape (..., out_features).",
+    )
     if not _is_close(y, y_ref):
         hint = _first_match(y, _output_mistakes(params, x, x_d, scaling, r, lora_alpha))
         if hint is None:
@@ -507,7 +644,9 @@ def _compare_with_peft(
         assert_close(y, y_ref, f"the output of {where} vs PEFT's DoRA", hint=hint)
     g = _randn(y_ref.shape, generator, y_ref.dtype)
     if not y.requires_grad:
-        raise AssertionError(f"the output of {where} does not require grad: don't use torch.no_grad(), .detach() or .data on magnitude, lora_A or lora_B in forward.")
+        raise AssertionError(
+            f"the output of {where} does not require grad: don't use torch.no_grad(), .detach() or .data on magnitude, lora_A or lora_B in forward."
+        )
     call_student(lambda: (y * g).sum().backward(), what=f"backpropagating through the output of {where}")
     (y_ref * g).sum().backward()
     peft_grads = {
@@ -573,8 +712,14 @@ def check_dora_linear(
 
 
 def _check_dora_linear_cases(
-    DoRALinear: Callable, shapes: Sequence[Sequence[int]], seeds: Sequence[int], r: int, lora_alpha: float,
-    lora_dropout: float, dtype: torch.dtype, batch_size: int,
+    DoRALinear: Callable,
+    shapes: Sequence[Sequence[int]],
+    seeds: Sequence[int],
+    r: int,
+    lora_alpha: float,
+    lora_dropout: float,
+    dtype: torch.dtype,
+    batch_size: int,
 ) -> int:
     """Run check_dora_linear's cases and return how many layers passed."""
     # Imported here: importing PEFT takes seconds, and the notebook's setup cell imports every check.
@@ -594,7 +739,10 @@ def _check_dora_linear_cases(
             what = f"DoRALinear(nn.Linear({in_features}, {out_features}, bias={bias}), r={r}, lora_alpha={lora_alpha:g}, lora_dropout={p:g})"
             layer = call_student(DoRALinear, base, r=r, lora_alpha=lora_alpha, lora_dropout=p, what=what)
             _check_structure(layer, base, W0, b0, r, lora_alpha, p, what)
-            inputs = [_randn((batch_size, in_features), generator, dtype), _randn((2, 3, in_features), generator, dtype)]
+            inputs = [
+                _randn((batch_size, in_features), generator, dtype),
+                _randn((2, 3, in_features), generator, dtype),
+            ]
             with torch.no_grad():
                 _check_initial_state(layer, reference_base, W0, b0, inputs[0], seed, r, lora_alpha, p, what)
 
@@ -608,7 +756,9 @@ def _check_dora_linear_cases(
                 # PEFT stores the magnitude 1-D, (out_features,); the lab keeps (out_features, 1).
                 peft_layer.lora_magnitude_vector["default"].weight.copy_(params["magnitude"].view(-1))
             for x, training in product(inputs, (False, True)):
-                _compare_with_peft(layer, peft_layer, params, x, seed, training, scaling, r, lora_alpha, p, what, generator)
+                _compare_with_peft(
+                    layer, peft_layer, params, x, seed, training, scaling, r, lora_alpha, p, what, generator
+                )
             if not torch.equal(base.weight.detach(), W0) or not torch.equal(layer.weight.detach(), W0):
                 raise AssertionError(
                     f"{what} changed the pretrained weight in place: keep base_layer.weight unchanged "
@@ -623,7 +773,9 @@ def _check_dora_linear_cases(
 # --------------------------------------------------------------------------------------------------
 
 
-def _autograd_direction_gradient(G: torch.Tensor, V: torch.Tensor, m: torch.Tensor, detach_norm: bool, norm_dim: int = 1) -> torch.Tensor:
+def _autograd_direction_gradient(
+    G: torch.Tensor, V: torch.Tensor, m: torch.Tensor, detach_norm: bool, norm_dim: int = 1
+) -> torch.Tensor:
     """Return dL/dV by autograd for W' = m * V / ||V|| (norm over rows, optionally detached) and dL/dW' = G."""
     V = V.detach().clone().requires_grad_(True)
     norm = torch.linalg.vector_norm(V, dim=norm_dim, keepdim=True)
@@ -661,8 +813,16 @@ def check_dora_direction_gradient(
             result = call_student(dora_direction_gradient, *inputs, detach_norm=detach_norm, what=what)
             for name, before, after in zip(("grad_weight", "weight", "magnitude"), (G, V, m), inputs):
                 if not torch.equal(before, after):
-                    raise AssertionError(f"{what} modified its argument {name} in place: compute new tensors instead (no *=, -=, .mul_()).")
-            expect_tensor(result, f"the result of {what}", shape=tuple(shape), dtype=dtype, hint="Return dL/dV, same shape as weight.")
+                    raise AssertionError(
+                        f"{what} modified its argument {name} in place: compute new tensors instead (no *=, -=, .mul_())."
+                    )
+            expect_tensor(
+                result,
+                f"the result of {what}",
+                shape=tuple(shape),
+                dtype=dtype,
+                hint="Return dL/dV, same shape as weight.",
+            )
             expected = _autograd_direction_gradient(G, V, m, detach_norm)
             if _is_close(result, expected):
                 n_checks += 1
@@ -671,23 +831,42 @@ def check_dora_direction_gradient(
             norm = _row_norms(Vd)
             V_hat = Vd / norm
 
-            def projected(direction: torch.Tensor, dim: int = 1, sign: float = -1.0, factor: torch.Tensor = md / norm) -> Callable[[], torch.Tensor]:
+            def projected(
+                direction: torch.Tensor, dim: int = 1, sign: float = -1.0, factor: torch.Tensor = md / norm
+            ) -> Callable[[], torch.Tensor]:
                 return lambda: factor * (Gd + sign * (direction * Gd).sum(dim=dim, keepdim=True) * direction)
 
             mistakes = [
-                ("with detach_norm=False the norm also gets a gradient: subtract the component along the direction, "
-                 "(m/||V||)·(g - (V̂·g) V̂) row-wise with V̂ = V/||V||.", lambda: md / norm * Gd),
-                ("with detach_norm=True the norm is a constant: dL/dV = (m/||V||)·g, with no projection.", projected(V_hat)),
-                ("the projection is over columns: project each row, (V̂ * g).sum(dim=1, keepdim=True) with V̂ = V/||V|| over dim=1.",
-                 projected(Vd / torch.linalg.vector_norm(Vd, dim=0, keepdim=True), dim=0)),
-                ("||V|| is taken over dim=0: " + AXIS_EXPLANATION + " Use the row norms, dim=1.",
-                 lambda: _autograd_direction_gradient(Gd, Vd, md, detach_norm, norm_dim=0)),
-                ("the factor m/||V|| is missing: multiply the gradient by magnitude / ||V|| (row-wise).",
-                 (lambda: Gd) if detach_norm else projected(V_hat, factor=torch.ones_like(norm))),
+                (
+                    "with detach_norm=False the norm also gets a gradient: subtract the component along the direction, "
+                    "(m/||V||)·(g - (V̂·g) V̂) row-wise with V̂ = V/||V||.",
+                    lambda: md / norm * Gd,
+                ),
+                (
+                    "with detach_norm=True the norm is a constant: dL/dV = (m/||V||)·g, with no projection.",
+                    projected(V_hat),
+                ),
+                (
+                    "the projection is over columns: project each row, (V̂ * g).sum(dim=1, keepdim=True) with V̂ = V/||V|| over dim=1.",
+                    projected(Vd / torch.linalg.vector_norm(Vd, dim=0, keepdim=True), dim=0),
+                ),
+                (
+                    "||V|| is taken over dim=0: " + AXIS_EXPLANATION + " Use the row norms, dim=1.",
+                    lambda: _autograd_direction_gradient(Gd, Vd, md, detach_norm, norm_dim=0),
+                ),
+                (
+                    "the factor m/||V|| is missing: multiply the gradient by magnitude / ||V|| (row-wise).",
+                    (lambda: Gd) if detach_norm else projected(V_hat, factor=torch.ones_like(norm)),
+                ),
                 ("the projection is added: subtract it, g - (V̂·g) V̂.", projected(V_hat, sign=1.0)),
-                ("the projection uses V instead of the unit direction V̂ = V/||V|| (or misses the 1/||V||² of V Vᵀ).", projected(Vd)),
-                ("the factor is inverted: multiply by magnitude / ||V||, not ||V|| / magnitude.",
-                 projected(V_hat, factor=norm / md) if not detach_norm else (lambda: norm / md * Gd)),
+                (
+                    "the projection uses V instead of the unit direction V̂ = V/||V|| (or misses the 1/||V||² of V Vᵀ).",
+                    projected(Vd),
+                ),
+                (
+                    "the factor is inverted: multiply by magnitude / ||V||, not ||V|| / magnitude.",
+                    projected(V_hat, factor=norm / md) if not detach_norm else (lambda: norm / md * Gd),
+                ),
             ]
             hint = _first_match(result, mistakes) or (
                 "expected autograd's dL/dV for W' = m·V/||V|| (row norms): (m/||V||)·g with detach_norm=True, "

@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+from collections.abc import Callable, Sequence
 from itertools import product
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,7 +54,9 @@ def _reference_evaluate_accuracy(model: nn.Module, loader) -> float:
     return correct / total
 
 
-def _train_variant(model: nn.Module, loader, optimizer, *, train_mode: bool = True, zero_grad: bool = True) -> list[float]:
+def _train_variant(
+    model: nn.Module, loader, optimizer, *, train_mode: bool = True, zero_grad: bool = True
+) -> list[float]:
     """The reference epoch with one step left out (model.train() or zero_grad); return the batch losses."""
     if train_mode:
         model.train()
@@ -114,7 +117,8 @@ def _tiny_loader(n_examples: int, batch_size: int, seed: int, labels: torch.Tens
     if labels is None:
         labels = torch.randint(0, 2, (n_examples,), generator=generator)
     examples = [
-        {"input_ids": input_ids[i], "attention_mask": attention_mask[i], "labels": labels[i]} for i in range(n_examples)
+        {"input_ids": input_ids[i], "attention_mask": attention_mask[i], "labels": labels[i]}
+        for i in range(n_examples)
     ]
     return DataLoader(examples, batch_size=batch_size, shuffle=False)
 
@@ -184,7 +188,9 @@ def check_lora_configs(make_lora_config: Callable) -> None:
         if config is None:
             raise AssertionError(f"{what} returned None: did you forget `return LoraConfig(...)`?")
         if not isinstance(config, LoraConfig):
-            raise AssertionError(f"{what} returned a {type(config).__name__}, expected a peft.LoraConfig: `return LoraConfig(...)`.")
+            raise AssertionError(
+                f"{what} returned a {type(config).__name__}, expected a peft.LoraConfig: `return LoraConfig(...)`."
+            )
         task_type = getattr(config.task_type, "value", config.task_type)
         if task_type != TaskType.SEQ_CLS.value:
             raise AssertionError(
@@ -207,11 +213,18 @@ def check_lora_configs(make_lora_config: Callable) -> None:
                 f"{what} has use_dora={config.use_dora!r}, expected {use_dora}: pass the argument on, "
                 f"LoraConfig(..., use_dora=use_dora)."
             )
-        model = call_student(get_peft_model, _tiny_classifier(seed=0), copy.deepcopy(config), what=f"get_peft_model with {what}")
+        model = call_student(
+            get_peft_model, _tiny_classifier(seed=0), copy.deepcopy(config), what=f"get_peft_model with {what}"
+        )
         adapted = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, LoraLayer)}
         if adapted != EXPECTED_LORA_CONFIG["target_modules"]:
-            raise AssertionError(f"get_peft_model with {what} adapted {sorted(adapted)}, expected query and value: check target_modules.")
-    passed("make_lora_config", "SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1, query/value, use_dora as asked; PEFT builds both")
+            raise AssertionError(
+                f"get_peft_model with {what} adapted {sorted(adapted)}, expected query and value: check target_modules."
+            )
+    passed(
+        "make_lora_config",
+        "SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1, query/value, use_dora as asked; PEFT builds both",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,7 +249,9 @@ def check_train_one_epoch(
         lr: AdamW's learning rate (large, so that every mistake shows clearly in the parameters).
     """
     for seed in seeds:
-        what = f"train_one_epoch on a tiny BERT classifier ({n_examples} examples, batches of {batch_size}, seed {seed})"
+        what = (
+            f"train_one_epoch on a tiny BERT classifier ({n_examples} examples, batches of {batch_size}, seed {seed})"
+        )
         start = _tiny_classifier(seed)
         loader = _tiny_loader(n_examples, batch_size, seed)
 
@@ -266,7 +281,9 @@ def check_train_one_epoch(
         params = _parameters(student)
 
         if not recorder.training:
-            raise AssertionError(f"{what} never called the model: for each batch compute `loss = model(**batch).loss`.")
+            raise AssertionError(
+                f"{what} never called the model: for each batch compute `loss = model(**batch).loss`."
+            )
         if len(recorder.training) != len(loader):
             raise AssertionError(
                 f"{what} called the model {len(recorder.training)} times for {len(loader)} batches: "
@@ -302,7 +319,9 @@ def check_train_one_epoch(
         losses = _batch_losses(start, loader, lr, seed)
         sizes = [len(batch["labels"]) for batch in loader]
         by_example = sum(l * s for l, s in zip(losses, sizes)) / sum(sizes)
-        if math.isclose(loss, ref_loss, rel_tol=1e-5, abs_tol=1e-6) or math.isclose(loss, by_example, rel_tol=1e-5, abs_tol=1e-6):
+        if math.isclose(loss, ref_loss, rel_tol=1e-5, abs_tol=1e-6) or math.isclose(
+            loss, by_example, rel_tol=1e-5, abs_tol=1e-6
+        ):
             continue
         mistakes = [
             (losses[-1], "the loss of the last batch: collect every batch's loss.item() and return their mean"),
@@ -313,7 +332,9 @@ def check_train_one_epoch(
         ]  # fmt: skip
         for value, message in mistakes:
             if math.isclose(loss, value, rel_tol=1e-5, abs_tol=1e-6):
-                raise AssertionError(f"{what} returned {loss:.6g}, expected the mean batch loss {ref_loss:.6g}; you returned {message}.")
+                raise AssertionError(
+                    f"{what} returned {loss:.6g}, expected the mean batch loss {ref_loss:.6g}; you returned {message}."
+                )
         raise AssertionError(
             f"{what} returned {loss:.6g}, expected the mean batch loss {ref_loss:.6g} (batch losses "
             f"{', '.join(f'{l:.4g}' for l in losses)}): return sum(losses) / len(losses) with losses.append(loss.item())."
@@ -381,7 +402,9 @@ def check_evaluate_accuracy(
             recorder.remove()
 
         if not recorder.training:
-            raise AssertionError(f"{what} never called the model: predict with `model(**batch).logits.argmax(dim=-1)`.")
+            raise AssertionError(
+                f"{what} never called the model: predict with `model(**batch).logits.argmax(dim=-1)`."
+            )
         if any(recorder.training):
             raise AssertionError(
                 f"{what} ran the model in training mode (dropout on, random predictions): call model.eval() first."
@@ -391,8 +414,12 @@ def check_evaluate_accuracy(
                 f"{what} ran the model with gradient tracking on: wrap the loop in `with torch.no_grad():` "
                 f"(evaluation needs no gradients; tracking them wastes memory and time)."
             )
-        if any(p.grad is not None for p in model.parameters()) or not all(torch.equal(before[n], p) for n, p in model.named_parameters()):
-            raise AssertionError(f"{what} changed the model or its gradients: evaluation must not train (no backward, no step).")
+        if any(p.grad is not None for p in model.parameters()) or not all(
+            torch.equal(before[n], p) for n, p in model.named_parameters()
+        ):
+            raise AssertionError(
+                f"{what} changed the model or its gradients: evaluation must not train (no backward, no step)."
+            )
         accuracy = _expect_number(result, what, "the fraction of examples predicted correctly")
         if math.isclose(accuracy, expected, rel_tol=1e-9, abs_tol=1e-12):
             continue
@@ -411,7 +438,9 @@ def check_evaluate_accuracy(
         ]  # fmt: skip
         for value, message in mistakes:
             if math.isclose(accuracy, value, rel_tol=1e-9, abs_tol=1e-12):
-                raise AssertionError(f"{what} returned {accuracy:.6g}, expected {expected:.6g}; you returned {message}.")
+                raise AssertionError(
+                    f"{what} returned {accuracy:.6g}, expected {expected:.6g}; you returned {message}."
+                )
         raise AssertionError(
             f"{what} returned {accuracy:.6g}, expected {expected:.6g} ({n_correct} of {n_examples} examples right): "
             f"predict model(**batch).logits.argmax(dim=-1), compare with batch['labels'], and divide the number "
@@ -443,7 +472,11 @@ def _unpack_pair(result: Any, what: str) -> tuple[float, float]:
     if result is None:
         raise AssertionError(f"{what} returned None: did you forget `return delta_m, delta_d`?")
     if not isinstance(result, (tuple, list)) or len(result) != 2:
-        got = f"a tensor of shape {tuple(result.shape)}" if isinstance(result, torch.Tensor) else f"a {type(result).__name__}"
+        got = (
+            f"a tensor of shape {tuple(result.shape)}"
+            if isinstance(result, torch.Tensor)
+            else f"a {type(result).__name__}"
+        )
         raise AssertionError(f"{what} should return two floats, `return delta_m, delta_d`, but returned {got}.")
     values = []
     for name, value in zip(("delta_m", "delta_d"), result):
@@ -481,7 +514,9 @@ def check_magnitude_direction_change(
         W0_before, W_before = W0.clone(), W.clone()
         delta_m, delta_d = _unpack_pair(call_student(magnitude_direction_change, W0, W, what=what), what)
         if not (torch.equal(W0, W0_before) and torch.equal(W, W_before)):
-            raise AssertionError(f"{what} modified W0 or W in place: compute new tensors instead (no /=, .div_(), [...] =).")
+            raise AssertionError(
+                f"{what} modified W0 or W in place: compute new tensors instead (no /=, .div_(), [...] =)."
+            )
         expected_m, expected_d = _reference_magnitude_direction_change(W0, W)
         rtol = 1e-6 if dtype == torch.float64 else 1e-4
         ok_m = math.isclose(delta_m, expected_m, rel_tol=rtol, abs_tol=1e-9)
@@ -491,7 +526,9 @@ def check_magnitude_direction_change(
             continue
         column_m, column_d = _reference_magnitude_direction_change(W0.T, W.T)
         if math.isclose(delta_m, expected_d, rel_tol=rtol) and math.isclose(delta_d, expected_m, rel_tol=rtol):
-            raise AssertionError(f"{what} returned (ΔD, ΔM) = ({delta_m:.6g}, {delta_d:.6g}): return them in the order (delta_m, delta_d).")
+            raise AssertionError(
+                f"{what} returned (ΔD, ΔM) = ({delta_m:.6g}, {delta_d:.6g}): return them in the order (delta_m, delta_d)."
+            )
         if math.isclose(delta_m, column_m, rel_tol=rtol) and math.isclose(delta_d, column_d, rel_tol=rtol):
             raise AssertionError(
                 f"{what} returned ({delta_m:.6g}, {delta_d:.6g}), expected ({expected_m:.6g}, {expected_d:.6g}); "
@@ -528,7 +565,9 @@ def check_magnitude_direction_change(
                 continue
             for candidate, message in mistakes:
                 if math.isclose(value, candidate, rel_tol=rtol, abs_tol=1e-9):
-                    raise AssertionError(f"{name} from {what} is {value:.6g}, expected {expected:.6g}: you computed {message}.")
+                    raise AssertionError(
+                        f"{name} from {what} is {value:.6g}, expected {expected:.6g}: you computed {message}."
+                    )
             formula = "mean_i |‖W_i‖ − ‖W0_i‖|" if name == "delta_m" else "mean_i (1 − cos(W_i, W0_i))"
             raise AssertionError(
                 f"{name} from {what} is {value:.6g}, expected {expected:.6g} = {formula}, with W_i the i-th row "

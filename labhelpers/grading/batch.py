@@ -23,7 +23,11 @@ import nbformat
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.errors import LabGradingError
 from labhelpers.grading.course import (
-    ASSIGNMENT, NOTEBOOK, SOURCE_NOTEBOOK, course_config, generate_assignment,
+    ASSIGNMENT,
+    NOTEBOOK,
+    SOURCE_NOTEBOOK,
+    course_config,
+    generate_assignment,
 )
 from labhelpers.grading.export import write_grades_csv
 from labhelpers.grading.sandbox import MAX_SLOTS, kill_user_processes, probe, run_uid_base
@@ -70,7 +74,9 @@ def collect(submissions_dir: Path) -> list[Submission]:
         One Submission per student folder, sorted by id; `notebook` is None when there is nothing to grade.
     """
     if not submissions_dir.is_dir():
-        raise LabGradingError(f"{submissions_dir} is not a folder: give the folder holding one <student_id>/ folder per student.")
+        raise LabGradingError(
+            f"{submissions_dir} is not a folder: give the folder holding one <student_id>/ folder per student."
+        )
     submissions = []
     for folder in sorted(submissions_dir.iterdir()):
         if not folder.is_dir() or folder.is_symlink():
@@ -78,8 +84,12 @@ def collect(submissions_dir: Path) -> list[Submission]:
         submission = Submission(student_id=folder.name)
         if not _STUDENT_ID.match(folder.name):
             submission.student_id = re.sub(r"[^A-Za-z0-9_.@-]", "_", folder.name).lstrip("._-")[:64] or "unnamed"
-            submission.status.append(f"folder name {folder.name!r} is not a usable student id; graded as {submission.student_id!r}")
-        candidates = sorted(path for path in folder.iterdir() if path.suffix == ".ipynb" and not path.name.startswith("."))
+            submission.status.append(
+                f"folder name {folder.name!r} is not a usable student id; graded as {submission.student_id!r}"
+            )
+        candidates = sorted(
+            path for path in folder.iterdir() if path.suffix == ".ipynb" and not path.name.startswith(".")
+        )
         expected = folder / f"{NOTEBOOK}.ipynb"
         if expected in candidates:
             chosen = expected
@@ -87,7 +97,9 @@ def collect(submissions_dir: Path) -> list[Submission]:
             chosen = candidates[0]
             submission.status.append(f"notebook named {chosen.name}, graded as {NOTEBOOK}.ipynb")
         elif candidates:
-            submission.status.append(f"no {NOTEBOOK}.ipynb and {len(candidates)} other notebooks: cannot tell which to grade")
+            submission.status.append(
+                f"no {NOTEBOOK}.ipynb and {len(candidates)} other notebooks: cannot tell which to grade"
+            )
             chosen = None
         else:
             submission.status.append(f"no notebook submitted (expected {NOTEBOOK}.ipynb)")
@@ -128,7 +140,9 @@ def prepare_course(out_dir: Path, source_notebook: Path) -> tuple[Path, Path]:
         (the course folder, the gradebook file).
     """
     if not source_notebook.is_file():
-        raise LabGradingError(f"No instructor notebook at {source_notebook}: grading needs the nbgrader source (solutions/).")
+        raise LabGradingError(
+            f"No instructor notebook at {source_notebook}: grading needs the nbgrader source (solutions/)."
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise LabGradingError(f"--out {out_dir} is a file: give a folder (it is created if missing).")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +192,10 @@ def _run_worker(job: Job, course: Path, timeout: float) -> Result:
     with open(log_file, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "labhelpers.grading.worker", str(job_file)],
-            cwd=course, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=course,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             process.wait(timeout=timeout)
@@ -187,7 +204,9 @@ def _run_worker(job: Job, course: Path, timeout: float) -> Result:
             process.wait()
             kill_user_processes(job.uid_base + job.slot if job.switch_user else None)
             shutil.rmtree(Path(job.scratch_root) / f"slot-{job.slot}", ignore_errors=True)
-            return Result(student_id=job.student_id, status=[f"submission time limit ({timeout:.0f} s) exceeded: 0 points"])
+            return Result(
+                student_id=job.student_id, status=[f"submission time limit ({timeout:.0f} s) exceeded: 0 points"]
+            )
     path = result_path(course, job.student_id)
     if process.returncode != 0 or not path.is_file():
         return Result(student_id=job.student_id, status=[f"grader error (see {log_file}): 0 points"])
@@ -221,14 +240,20 @@ def grade(
     scratch_root = Path(tempfile.mkdtemp(prefix="dora-lab-grading-"))
     os.chmod(scratch_root, 0o711)
     # Student code cannot see the instructor's folders or classmates' originals (where the kernel allows it).
-    hide = [str(p) for p in (out_dir, submissions_dir, source_notebook.resolve().parent.parent, PROJECT_ROOT / "solutions")
-            if p.is_dir() and not _contains_needed(p)]
+    hide = [
+        str(p)
+        for p in (out_dir, submissions_dir, source_notebook.resolve().parent.parent, PROJECT_ROOT / "solutions")
+        if p.is_dir() and not _contains_needed(p)
+    ]
     threads = max(1, (os.cpu_count() or 1) // max(1, min(options.jobs, MAX_SLOTS - 1)))
     problem = probe(scratch_root)
     switch_user = not problem
     if problem:
-        warnings.warn(f"Student code cannot run as a separate user here ({problem}): it runs as you, with the limits "
-                      "but without write protection. Grade as root for full isolation.", stacklevel=2)
+        warnings.warn(
+            f"Student code cannot run as a separate user here ({problem}): it runs as you, with the limits "
+            "but without write protection. Grade as root for full isolation.",
+            stacklevel=2,
+        )
     statuses: dict[str, dict] = {}
     gradable = []
     jobs = max(1, min(options.jobs, MAX_SLOTS - 1))
@@ -255,14 +280,25 @@ def grade(
     def _work(slot: int, submission: Submission) -> Result:
         deadline = time.time() + options.timeout_submission
         job = Job(
-            course_root=str(course), db_path=str(db_path), student_id=submission.student_id, slot=slot,
-            scratch_root=str(scratch_root), timeout_cell=options.timeout_cell, deadline=deadline,
-            memory_bytes=options.memory_bytes, threads=threads, hide=hide, switch_user=switch_user, uid_base=uid_base,
+            course_root=str(course),
+            db_path=str(db_path),
+            student_id=submission.student_id,
+            slot=slot,
+            scratch_root=str(scratch_root),
+            timeout_cell=options.timeout_cell,
+            deadline=deadline,
+            memory_bytes=options.memory_bytes,
+            threads=threads,
+            hide=hide,
+            switch_user=switch_user,
+            uid_base=uid_base,
         )
         try:
             result = _run_worker(job, course, options.timeout_submission)
         except Exception as error:  # one submission's failure never stops the batch
-            result = Result(student_id=submission.student_id, status=[f"grader error ({type(error).__name__}: {error}): 0 points"])
+            result = Result(
+                student_id=submission.student_id, status=[f"grader error ({type(error).__name__}: {error}): 0 points"]
+            )
         if not result_path(course, submission.student_id).is_file():
             zero_in_gradebook(db_path, course, submission.student_id)
         result.status = submission.status + result.status
@@ -271,9 +307,15 @@ def grade(
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = [pool.submit(work, submission) for submission in gradable]
-            for future in tqdm(as_completed(futures), total=len(futures), desc="grading", unit="student", disable=not progress):
+            for future in tqdm(
+                as_completed(futures), total=len(futures), desc="grading", unit="student", disable=not progress
+            ):
                 result = future.result()
-                statuses[result.student_id] = {"status": result.status, "review": result.review, "seconds": result.seconds}
+                statuses[result.student_id] = {
+                    "status": result.status,
+                    "review": result.review,
+                    "seconds": result.seconds,
+                }
     finally:
         # Also on Ctrl-C: no student process outlives the run.
         if switch_user:

@@ -38,10 +38,17 @@ def summary(grades_csv: Path) -> str:
 
 def status(out_dir: Path | None) -> str:
     """Say whether the release is current and, given a grading folder, summarise its grades."""
-    lines = [f"release {RELEASE_NOTEBOOK}: " + ("up to date" if release_is_current() else "OUT OF DATE: run `dora-lab release`")]
+    lines = [
+        f"release {RELEASE_NOTEBOOK}: "
+        + ("up to date" if release_is_current() else "OUT OF DATE: run `dora-lab release`")
+    ]
     if out_dir is not None:
         grades = out_dir / "grades.csv"
-        lines.append(summary(grades) if grades.is_file() else f"{grades} does not exist: run `dora-lab grade ... --out {out_dir}`")
+        lines.append(
+            summary(grades)
+            if grades.is_file()
+            else f"{grades} does not exist: run `dora-lab grade ... --out {out_dir}`"
+        )
     return "\n".join(lines)
 
 

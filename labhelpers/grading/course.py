@@ -16,11 +16,7 @@ from traitlets.config import Config
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.errors import LabGradingError
 
-ASSIGNMENT = "dora"
-NOTEBOOK = "dora_lab"
-COURSE_ID = "dora-lab"
-SOURCE_NOTEBOOK = PROJECT_ROOT / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-RELEASE_NOTEBOOK = PROJECT_ROOT / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+from labhelpers.course import ASSIGNMENT, COURSE_ID, NOTEBOOK, RELEASE_NOTEBOOK, SOURCE_NOTEBOOK  # noqa: F401
 
 # nbgrader's sections are `## Exercise N: title` markdown headings; grade cells belong to the last one above them.
 _EXERCISE_HEADING = re.compile(r"^##\s+Exercise\s+(\d+)\s*:", re.MULTILINE)
@@ -87,7 +83,9 @@ def generate_assignment(config: Config, use_database: bool) -> Path:
     config.SaveCells.enabled = use_database
     result = nbgrader_api(config).generate_assignment(ASSIGNMENT, force=True, create=True)
     if not result["success"]:
-        raise LabGradingError(f"nbgrader generate_assignment failed on {source}:\n{result.get('log', '')}{result.get('error', '')}")
+        raise LabGradingError(
+            f"nbgrader generate_assignment failed on {source}:\n{result.get('log', '')}{result.get('error', '')}"
+        )
     return root / config.CourseDirectory.release_directory / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
 
 

@@ -27,7 +27,11 @@ def _memory_error(cell: NotebookNode) -> bool:
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
             text = f"{output.get('ename', '')}: {output.get('evalue', '')}"
-            if output.get("ename") == "MemoryError" or "can't allocate memory" in text or "DefaultCPUAllocator" in text:
+            if (
+                output.get("ename") == "MemoryError"
+                or "can't allocate memory" in text
+                or "DefaultCPUAllocator" in text
+            ):
                 return True
     return False
 
@@ -62,9 +66,13 @@ class SandboxedExecute(Execute):
       with no error output would otherwise score full points) while earlier results stand.
     """
 
-    max_output_bytes = Integer(1_000_000, help="Most bytes of output kept per cell (figures included).").tag(config=True)
+    max_output_bytes = Integer(1_000_000, help="Most bytes of output kept per cell (figures included).").tag(
+        config=True
+    )
     max_timeouts = Integer(2, help="Cell time-outs after which the kernel is killed.").tag(config=True)
-    interrupt_grace = Integer(10, help="Seconds a timed-out cell has to stop after the interrupt before the kernel is killed.").tag(config=True)
+    interrupt_grace = Integer(
+        10, help="Seconds a timed-out cell has to stop after the interrupt before the kernel is killed."
+    ).tag(config=True)
 
     last_events: list[str] = []
     """What went wrong in the latest run (read by the grading worker: one submission per process)."""
@@ -85,7 +93,11 @@ class SandboxedExecute(Execute):
         if used + size <= self.max_output_bytes:
             return super().output(outs, msg, display_id, cell_index)
         if used <= self.max_output_bytes:
-            outs.append(new_output("stream", name="stderr", text=f"\n{OUTPUT_TRUNCATED}: more than {self.max_output_bytes} bytes\n"))
+            outs.append(
+                new_output(
+                    "stream", name="stderr", text=f"\n{OUTPUT_TRUNCATED}: more than {self.max_output_bytes} bytes\n"
+                )
+            )
             self.events.append(f"output truncated in cell {self._cell_label(self.nb.cells[cell_index])}")
         return None
 
@@ -99,7 +111,9 @@ class SandboxedExecute(Execute):
         if not await self._interrupted_cell_ends():
             # The code ignores the interrupt (e.g. it catches SIGINT): the next cell would only queue behind it.
             await ensure_async(self.km.shutdown_kernel(now=True))
-            raise DeadKernelError(f"the kernel was stopped: the cell ignored the interrupt after its time-out of {timeout} s")
+            raise DeadKernelError(
+                f"the kernel was stopped: the cell ignored the interrupt after its time-out of {timeout} s"
+            )
         return reply
 
     async def _interrupted_cell_ends(self) -> bool:

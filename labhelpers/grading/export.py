@@ -60,11 +60,16 @@ def grade_rows(out_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
             status = list(entry.get("status", []))
             if entry.get("review"):
                 status.append("review answer code mentioning: " + ", ".join(entry["review"]))
-            rows.append({
-                "student_id": student.id, "score": _number(score), "max_score": _number(max_score),
-                **{column: _number(value) for column, value in per_exercise.items()},
-                "manual_pending": _number(pending), "status": "; ".join(status) or "ok",
-            })
+            rows.append(
+                {
+                    "student_id": student.id,
+                    "score": _number(score),
+                    "max_score": _number(max_score),
+                    **{column: _number(value) for column, value in per_exercise.items()},
+                    "manual_pending": _number(pending),
+                    "status": "; ".join(status) or "ok",
+                }
+            )
     return header, rows
 
 

@@ -48,7 +48,9 @@ def perfect(release: nbformat.NotebookNode, source: nbformat.NotebookNode) -> nb
     return answered(release, solution_sources(source))
 
 
-def write_submission(folder: Path, student_id: str, notebook: nbformat.NotebookNode, name: str = "dora_lab.ipynb") -> Path:
+def write_submission(
+    folder: Path, student_id: str, notebook: nbformat.NotebookNode, name: str = "dora_lab.ipynb"
+) -> Path:
     """Write `notebook` as SUBMISSIONS/<student_id>/<name> and return its path."""
     path = folder / student_id / name
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ def run_uid_base(pid: int | None = None) -> int:
     """Return this grading run's first sandbox uid: runs at the same time (distinct pids) never share a user id."""
     return SANDBOX_UID_BASE + ((os.getpid() if pid is None else pid) % 60000) * MAX_SLOTS
 
+
 # Variables the sandboxed process may inherit; everything else (tokens, the grader's paths) is dropped.
 LIBRARY_WARNINGS = "ignore::DeprecationWarning,ignore::FutureWarning"
 """PYTHONWARNINGS of graded kernels: nbgrader fails a test cell that writes to stderr, and the pinned libraries'
@@ -65,11 +66,16 @@ class Sandbox:
     def command(self, argv: list[str]) -> list[str]:
         """Return `argv` wrapped in the launcher, as the grader should start it."""
         options = [
-            "--workdir", str(self.workdir),
-            "--memory", str(self.memory_bytes),
-            "--nproc", str(self.max_processes),
-            "--fsize", str(self.max_file_bytes),
-            "--threads", str(self.threads),
+            "--workdir",
+            str(self.workdir),
+            "--memory",
+            str(self.memory_bytes),
+            "--nproc",
+            str(self.max_processes),
+            "--fsize",
+            str(self.max_file_bytes),
+            "--threads",
+            str(self.threads),
         ]
         if self.uid is not None:
             options += ["--uid", str(self.uid)]
@@ -84,8 +90,9 @@ def can_switch_user() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def make_sandbox(scratch_root: Path, slot: int, switch_user: bool = True, uid_base: int = SANDBOX_UID_BASE,
-                 **limits) -> Sandbox:
+def make_sandbox(
+    scratch_root: Path, slot: int, switch_user: bool = True, uid_base: int = SANDBOX_UID_BASE, **limits
+) -> Sandbox:
     """Create a fresh scratch folder for one submission and the Sandbox that runs in it.
 
     Args:
@@ -125,7 +132,9 @@ def probe(scratch_root: Path) -> str:
     try:
         completed = subprocess.run(
             sandbox.command([sys.executable, "-P", "-c", "import labhelpers.config"]),
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     finally:
         remove_sandbox(sandbox)
@@ -212,7 +221,9 @@ class SandboxKernelManager(AsyncKernelManager):
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         # Always this interpreter's ipykernel, whatever kernelspec the submission names.
         if self.sandbox is None:
-            raise RuntimeError("SandboxKernelManager.sandbox is not set: the grading worker sets it before autograding")
+            raise RuntimeError(
+                "SandboxKernelManager.sandbox is not set: the grading worker sets it before autograding"
+            )
         argv = [sys.executable, "-P", "-m", "ipykernel_launcher", "-f", self.connection_file, *(extra_arguments or [])]
         return self.sandbox.command(argv)
 
@@ -281,7 +292,12 @@ def needed_paths() -> list[str]:
     """Return the folders sandboxed code must read: the interpreter, the venv, labhelpers and the SST-2 folder."""
     import labhelpers
 
-    paths = [sys.base_prefix, sys.prefix, os.path.realpath(sys.executable), os.path.dirname(os.path.dirname(labhelpers.__file__))]
+    paths = [
+        sys.base_prefix,
+        sys.prefix,
+        os.path.realpath(sys.executable),
+        os.path.dirname(os.path.dirname(labhelpers.__file__)),
+    ]
     if os.environ.get("LAB_DATA_DIR"):
         paths.append(os.environ["LAB_DATA_DIR"])
     return [os.path.realpath(p) for p in paths]
@@ -314,8 +330,12 @@ def main(args: list[str] | None = None) -> None:
     options = parser.parse_args(args)
     argv = options.command[1:] if options.command[:1] == ["--"] else options.command
     sandbox = Sandbox(
-        workdir=Path(options.workdir), uid=options.uid, memory_bytes=options.memory, max_processes=options.nproc,
-        max_file_bytes=options.fsize, threads=options.threads,
+        workdir=Path(options.workdir),
+        uid=options.uid,
+        memory_bytes=options.memory,
+        max_processes=options.nproc,
+        max_file_bytes=options.fsize,
+        threads=options.threads,
     )
     env = sandbox_environment(sandbox)
     for name in ("outputs", ".config/matplotlib", ".local/runtime", ".cache"):

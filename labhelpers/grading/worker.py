@@ -22,9 +22,26 @@ from labhelpers.grading.sandbox import Sandbox, SandboxKernelManager, make_sandb
 
 # Answer code that reaches for the grading machinery is listed for the instructor to read (the score is unchanged).
 _REVIEW_WORDS = (
-    "allclose", "torch.testing", "assert_close", "labhelpers.checks", "check_", "builtins", "sys.modules",
-    "__dict__", "setattr(", "_getframe", "inspect.", "ctypes", "gc.get", "threading", "signal.", "os._exit",
-    "sys.exit", "subprocess", "/proc", "nbgrader",
+    "allclose",
+    "torch.testing",
+    "assert_close",
+    "labhelpers.checks",
+    "check_",
+    "builtins",
+    "sys.modules",
+    "__dict__",
+    "setattr(",
+    "_getframe",
+    "inspect.",
+    "ctypes",
+    "gc.get",
+    "threading",
+    "signal.",
+    "os._exit",
+    "sys.exit",
+    "subprocess",
+    "/proc",
+    "nbgrader",
 )
 
 
@@ -65,7 +82,10 @@ def tampering_report(course_root: Path, student_id: str, source: nbformat.Notebo
     """Say which instructor cells of the submission differ from the release or are gone (nbgrader restored them)."""
     submitted = course_root / "submitted" / student_id / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
     released = nbformat.read(course_root / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
-    mine = {cell.metadata.get("nbgrader", {}).get("grade_id"): cell for cell in nbformat.read(submitted, as_version=4).cells}
+    mine = {
+        cell.metadata.get("nbgrader", {}).get("grade_id"): cell
+        for cell in nbformat.read(submitted, as_version=4).cells
+    }
     instructor = _instructor_ids(source)
     edited, deleted = [], []
     for cell in released.cells:
@@ -111,8 +131,11 @@ def recheck(
         ({grade_id: (passed, message)}, notes about the answer cells, why it stopped early or "").
     """
     nonce = secrets.token_hex(16)
-    tests = [{"grade_id": cell.grade_id, "source": cell.source} for cell in grade_cells(source)
-             if cell.autograded and cell.grade_id in grade_ids]
+    tests = [
+        {"grade_id": cell.grade_id, "source": cell.source}
+        for cell in grade_cells(source)
+        if cell.autograded and cell.grade_id in grade_ids
+    ]
     request = {
         "nonce": nonce,
         "timeout": job.timeout_cell,
@@ -146,7 +169,9 @@ def recheck(
         elif record.get("done"):
             done = True
     if not done:
-        stopped = "the clean re-check stopped early" + (f" (exit code {code})" if code is not None else " (time limit)")
+        stopped = "the clean re-check stopped early" + (
+            f" (exit code {code})" if code is not None else " (time limit)"
+        )
     return results, notes, stopped
 
 
@@ -168,7 +193,10 @@ def zero_in_gradebook(db_path: Path, course_root: Path, student_id: str) -> None
     from nbgrader.api import Gradebook
 
     config = course_config(course_root, db_path)
-    with warnings.catch_warnings(), Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id) as gradebook:
+    with (
+        warnings.catch_warnings(),
+        Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id) as gradebook,
+    ):
         # nbgrader's own submission creation triggers harmless SQLAlchemy autoflush warnings.
         warnings.simplefilter("ignore")
         gradebook.update_or_create_student(student_id)
@@ -192,9 +220,15 @@ def phase_a_scores(job: Job) -> dict[str, float]:
 
 
 def _new_sandbox(job: Job) -> Sandbox:
-    return make_sandbox(Path(job.scratch_root), job.slot, switch_user=job.switch_user, uid_base=job.uid_base,
-                        memory_bytes=job.memory_bytes,
-                        threads=job.threads, hide=tuple(Path(p) for p in job.hide))
+    return make_sandbox(
+        Path(job.scratch_root),
+        job.slot,
+        switch_user=job.switch_user,
+        uid_base=job.uid_base,
+        memory_bytes=job.memory_bytes,
+        threads=job.threads,
+        hide=tuple(Path(p) for p in job.hide),
+    )
 
 
 def grade_submission(job: Job) -> Result:
@@ -224,7 +258,9 @@ def grade_submission(job: Job) -> Result:
         answers = answer_sources(autograded, source)
         result.review = sorted({word for word in _REVIEW_WORDS for text in answers if word in text})
         # Only tests that scored can be wrongly won: the re-check runs those (none: nothing to re-check).
-        scored = [cell.grade_id for cell in grade_cells(source) if cell.autograded and scores.get(cell.grade_id, 0) > 0]
+        scored = [
+            cell.grade_id for cell in grade_cells(source) if cell.autograded and scores.get(cell.grade_id, 0) > 0
+        ]
         failed, notes = {}, []
         if scored:
             # A fresh scratch folder and no process left from the notebook run: nothing it wrote can reach the re-check.
@@ -259,10 +295,21 @@ def grade_submission(job: Job) -> Result:
 def configure_autograde(config, timeout_cell: int) -> None:
     """Set nbgrader autograde up with the sandboxed executor, restored test cells and the cell time limit."""
     from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
+    from nbgrader.preprocessors import (
+        AssignLatePenalties,
+        CheckCellMetadata,
+        IgnorePattern,
+        LimitOutput,
+        SaveAutoGrades,
+    )
 
     config.Autograde.autograde_preprocessors = [
-        SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties,
+        SandboxedExecute,
+        IgnorePattern,
+        ClearMetadataPreprocessor,
+        LimitOutput,
+        SaveAutoGrades,
+        AssignLatePenalties,
         CheckCellMetadata,
     ]
     config.Execute.timeout = timeout_cell
