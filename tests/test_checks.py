@@ -12,114 +12,20 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from _notebook import notebook_calls
 from torch import nn
 
-from labhelpers.checks import (
-    TOLERANCES,
-    assert_close,
-    call_student,
-    check_decompose_weight,
-    check_dora_direction_gradient,
-    check_dora_linear,
-    expect_tensor,
-    passed,
-)
+from labhelpers.checks import check_decompose_weight, check_dora_direction_gradient, check_dora_linear
 
-# The notebook's visible and hidden check calls (solutions/dora/dora_lab.ipynb), plus a float32 run of the defaults.
-DECOMPOSE_CONFIGS = {
-    "visible": {},
-    "hidden": {"shapes": [(5, 13), (48, 7), (1, 9)], "seeds": [11, 12], "dtypes": [torch.float32, torch.float64]},
-}
-DORA_LINEAR_CONFIGS = {
-    "visible": {},
-    "float32": {"dtype": torch.float32},
-    "hidden_r3_float32": {"shapes": [(19, 6), (5, 40)], "seeds": [21, 22], "r": 3, "dtype": torch.float32},
-    "hidden_r16_float64": {"shapes": [(64, 48)], "seeds": [23], "r": 16, "dtype": torch.float64},
-}
-GRADIENT_CONFIGS = {
-    "visible": {},
-    "hidden": {"shapes": [(9, 30), (31, 4)], "seeds": [31, 32], "dtype": torch.float32},
-}
+# The notebook's visible and hidden check calls, read from solutions/dora/dora_lab.ipynb (plus a float32 run).
+DECOMPOSE_CONFIGS = notebook_calls("check_decompose_weight")
+DORA_LINEAR_CONFIGS = {**notebook_calls("check_dora_linear"), "float32": {"dtype": torch.float32}}
+GRADIENT_CONFIGS = notebook_calls("check_dora_direction_gradient")
 
 
 def _phrase(phrase: str) -> str:
     """Match phrase literally, whatever the case of its first letter (hints start a sentence in the message)."""
     return "(?i)" + re.escape(phrase)
-
-
-# ------------------------------------------------------------------------------------------------
-# core: the one tolerance helper and the failure messages
-# ------------------------------------------------------------------------------------------------
-
-
-def test_assert_close_accepts_round_off_and_reports_the_largest_difference():
-    expected = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    assert_close(expected * (1 + 1e-12), expected, "round-off")
-    assert_close(expected.float(), expected, "float32 copy")  # judged with float32's tolerance
-    wrong = expected.clone()
-    wrong[2, 3] += 0.5
-    with pytest.raises(
-        AssertionError,
-        match=re.escape("the output does not match the reference: max abs difference 0.5 at index (2, 3)"),
-    ) as info:
-        assert_close(wrong, expected, "the output", hint="Check the scaling.")
-    assert str(info.value).endswith("Check the scaling.")
-
-
-def test_tolerances_are_tighter_for_more_precise_dtypes():
-    rtols = [TOLERANCES[dtype][0] for dtype in (torch.float64, torch.float32, torch.float16)]
-    assert rtols == sorted(rtols) and rtols[0] < 1e-6
-
-
-@pytest.mark.parametrize(
-    "value, kwargs, phrase",
-    [
-        (None, {}, "x is None: did you forget a `return`"),
-        ([1.0, 2.0], {}, "x should be a torch.Tensor but is a list"),
-        (torch.zeros(1, 7), {"shape": (5, 1)}, "x has shape (1, 7), expected (5, 1)"),
-        (
-            torch.zeros(5, 1, dtype=torch.float32),
-            {"dtype": torch.float64},
-            "x has dtype torch.float32, expected torch.float64",
-        ),
-        (torch.tensor([[1.0], [math.nan]]), {}, "x contains 1 NaN and 0 infinite values (first at index (1, 0))"),
-        (torch.tensor([math.inf, 1.0]), {}, "x contains 0 NaN and 1 infinite values"),
-    ],
-    ids=["none", "list", "shape", "dtype", "nan", "inf"],
-)
-def test_expect_tensor_says_what_is_wrong(value, kwargs, phrase):
-    with pytest.raises(AssertionError, match=_phrase(phrase)):
-        expect_tensor(value, "x", **kwargs)
-
-
-def test_expect_tensor_returns_a_good_tensor_and_accepts_wildcard_sizes():
-    value = torch.ones(3, 2)
-    assert expect_tensor(value, "x", shape=(None, 2), dtype=torch.float32) is value
-
-
-def test_call_student_turns_an_exception_into_an_assertion_chained_from_it():
-    def student(x):
-        raise ValueError("shapes do not match")
-
-    with pytest.raises(
-        AssertionError, match=re.escape("f(x) raised ValueError: shapes do not match. Fix the error in your code")
-    ) as info:
-        call_student(student, 1, what="f(x)")
-    assert isinstance(info.value.__cause__, ValueError)
-    assert call_student(lambda x, y=0: x + y, 1, y=2, what="g") == 3
-
-
-def test_call_student_explains_the_release_placeholder():
-    def student():
-        raise NotImplementedError()
-
-    with pytest.raises(AssertionError, match=re.escape("replace `raise NotImplementedError()` with your code")):
-        call_student(student, what="f()")
-
-
-def test_passed_prints_one_line(capsys):
-    passed("decompose_weight", "5 checks")
-    assert capsys.readouterr().out == "✔ decompose_weight passed: 5 checks\n"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,6 +104,14 @@ DECOMPOSE_MISTAKES = {
     ),
     "norm_over_dim0_no_keepdim": (lambda W: (W.norm(dim=0), W / W.norm(dim=0)), "you took the norm over dim=0"),
     "no_keepdim": (lambda W: (W.norm(dim=1), W), "keep the reduced dimension (keepdim=True)"),
+    "epsilon_on_magnitude": (
+        lambda W: (W.norm(dim=1, keepdim=True) + 1e-6, W / (W.norm(dim=1, keepdim=True) + 1e-6)),
+        "you added an epsilon to the magnitude (or clamped it). Clamp the denominator, not the magnitude",
+    ),
+    "magnitude_broadcast": (
+        lambda W: (W.norm(dim=1, keepdim=True) * W.norm(dim=1), W / W.norm(dim=1, keepdim=True)),
+        "has shape (7, 7), expected (7, 1): a larger shape than expected usually comes from broadcasting",
+    ),
     "squared_norm": (lambda W: ((W**2).sum(1, keepdim=True), W / W.norm(dim=1, keepdim=True)), "not its square"),
     "l1_norm": (
         lambda W: (W.abs().sum(1, keepdim=True), W / W.abs().sum(1, keepdim=True)),
@@ -247,8 +161,8 @@ def test_dim0_message_explains_the_paper_notation():
     with pytest.raises(AssertionError) as info:
         check_decompose_weight(_decompose_dim0)
     message = str(info.value)
-    assert "one magnitude per output feature: norm over dim=1 of the (out, in) weight" in message
-    assert "The paper writes W as (in, out)" in message
+    assert "one magnitude per output feature: the norm over dim=1 of the (out, in) weight" in message
+    assert "as PEFT and the authors' code compute it" in message
 
 
 # ------------------------------------------------------------------------------------------------
@@ -449,119 +363,133 @@ class ReleaseSkeleton(nn.Module):
 DORA_LINEAR_MISTAKES = {
     # Magnitude: axis, shape, init, trainability.
     "magnitude_over_dim0": (
-        _set("magnitude", lambda l, b: nn.Parameter(l.weight.norm(dim=0, keepdim=True))),
+        _set("magnitude", lambda ly, b: nn.Parameter(ly.weight.norm(dim=0, keepdim=True))),
         "DoRALinear.magnitude has shape (1, 10), expected (6, 1): you took the norm over dim=0",
     ),
     "magnitude_1d": (
-        _set("magnitude", lambda l, b: nn.Parameter(l.weight.norm(dim=1))),
+        _set("magnitude", lambda ly, b: nn.Parameter(ly.weight.norm(dim=1))),
         "keep the reduced dimension (keepdim=True)",
     ),
     "magnitude_ones": (
-        _set("magnitude", lambda l, b: nn.Parameter(torch.ones_like(l.magnitude))),
+        _set("magnitude", lambda ly, b: nn.Parameter(torch.ones_like(ly.magnitude))),
         "magnitude starts at ones: initialise it to the row norms",
     ),
     "magnitude_squared": (
-        _set("magnitude", lambda l, b: nn.Parameter(l.magnitude.detach() ** 2)),
+        _set("magnitude", lambda ly, b: nn.Parameter(ly.magnitude.detach() ** 2)),
         "magnitude starts at the squared row norms",
     ),
     "magnitude_frozen": (
-        _set("magnitude", lambda l, b: nn.Parameter(l.magnitude.detach(), requires_grad=False)),
+        _set("magnitude", lambda ly, b: nn.Parameter(ly.magnitude.detach(), requires_grad=False)),
         "magnitude is not trainable: DoRALinear.magnitude is an nn.Parameter with requires_grad=False",
     ),
     "magnitude_buffer": (
-        _set("magnitude", lambda l, b: l.magnitude.detach().clone()),
+        _set("magnitude", lambda ly, b: ly.magnitude.detach().clone()),
         "magnitude is not trainable: DoRALinear.magnitude is a plain tensor",
     ),
     "magnitude_detached_in_forward": (
-        _forward(lambda l, x: _merged(l, x, magnitude=l.magnitude.detach())),
+        _forward(lambda ly, x: _merged(ly, x, magnitude=ly.magnitude.detach())),
         "magnitude gets no gradient",
     ),
     # Scaling.
     "scaling_attribute_alpha": (
-        _set("scaling", lambda l, b: float(l.scaling * l.r)),
+        _set("scaling", lambda ly, b: float(ly.scaling * ly.r)),
         "DoRALinear.scaling is 6, which is lora_alpha alone, expected lora_alpha / r = 6 / 4 = 1.5",
     ),
     "scaling_attribute_r_over_alpha": (
-        _set("scaling", lambda l, b: l.r / (l.scaling * l.r)),
+        _set("scaling", lambda ly, b: ly.r / (ly.scaling * ly.r)),
         "which is r / lora_alpha",
     ),
-    "scaling_attribute_one": (_set("scaling", lambda l, b: 1.0), "which is no scaling at all"),
+    "scaling_attribute_one": (_set("scaling", lambda ly, b: 1.0), "which is no scaling at all"),
     "forward_without_scaling": (
-        _forward(lambda l, x: _merged(l, x, V=l.weight + l.lora_B @ l.lora_A)),
+        _forward(lambda ly, x: _merged(ly, x, V=ly.weight + ly.lora_B @ ly.lora_A)),
         "the LoRA update is not scaled: multiply B @ A by scaling = lora_alpha / r = 6 / 4 = 1.5",
     ),
     "forward_scaled_by_alpha": (
-        _forward(lambda l, x: _merged(l, x, V=l.weight + 6.0 * l.lora_B @ l.lora_A)),
+        _forward(lambda ly, x: _merged(ly, x, V=ly.weight + 6.0 * ly.lora_B @ ly.lora_A)),
         "the LoRA update is scaled by lora_alpha alone",
     ),
     "forward_scaled_by_r_over_alpha": (
-        _forward(lambda l, x: _merged(l, x, V=l.weight + (4 / 6) * l.lora_B @ l.lora_A)),
+        _forward(lambda ly, x: _merged(ly, x, V=ly.weight + (4 / 6) * ly.lora_B @ ly.lora_A)),
         "the LoRA update is scaled by r / lora_alpha",
     ),
+    "no_scaling_and_norm_of_W": (
+        _forward(
+            lambda ly, x: _merged(ly, x, V=ly.weight + ly.lora_B @ ly.lora_A, norm=ly.weight.norm(dim=1, keepdim=True))
+        ),
+        "Two mistakes together: (1) the LoRA update is not scaled: multiply B @ A by scaling = lora_alpha / r = 6 / 4 = "
+        "1.5 (in the output and in the norm). (2) the norm is of the frozen W alone",
+    ),
     "norm_without_scaling": (
-        _forward(lambda l, x: _merged(l, x, norm=(l.weight + l.lora_B @ l.lora_A).norm(dim=1, keepdim=True).detach())),
+        _forward(
+            lambda ly, x: _merged(ly, x, norm=(ly.weight + ly.lora_B @ ly.lora_A).norm(dim=1, keepdim=True).detach())
+        ),
         "the norm uses a different scaling than the output",
     ),
     # lora_A / lora_B.
     "lora_B_random": (
-        _set("lora_B", lambda l, b: nn.Parameter(torch.randn_like(l.lora_B))),
+        _set("lora_B", lambda ly, b: nn.Parameter(torch.randn_like(ly.lora_B))),
         "lora_B is not zero at the start",
     ),
     "inits_swapped": (
-        _init_then(lambda l, b: (l.lora_B.data.normal_(), l.lora_A.data.zero_())),
+        _init_then(lambda ly, b: (ly.lora_B.data.normal_(), ly.lora_A.data.zero_())),
         "the inits of lora_A and lora_B are swapped",
     ),
-    "lora_A_zero": (_init_then(lambda l, b: l.lora_A.data.zero_()), "lora_A is all zeros at the start"),
+    "lora_A_zero": (_init_then(lambda ly, b: ly.lora_A.data.zero_()), "lora_A is all zeros at the start"),
     "lora_A_transposed": (
-        _set("lora_A", lambda l, b: nn.Parameter(l.lora_A.detach().T.contiguous())),
+        _set("lora_A", lambda ly, b: nn.Parameter(ly.lora_A.detach().T.contiguous())),
         "DoRALinear.lora_A has shape (10, 4), expected (4, 10): PEFT's lora_A is (r, in_features)",
     ),
     "lora_as_nn_linear": (
-        _set("lora_B", lambda l, b: nn.Linear(l.r, l.out_features, bias=False, dtype=l.weight.dtype)),
+        _set("lora_B", lambda ly, b: nn.Linear(ly.r, ly.out_features, bias=False, dtype=ly.weight.dtype)),
         "DoRALinear.lora_B is an nn.Linear",
     ),
     "lora_A_default_dtype": (
-        _set("lora_A", lambda l, b: nn.Parameter(torch.randn(l.r, l.in_features))),
+        _set("lora_A", lambda ly, b: nn.Parameter(torch.randn(ly.r, ly.in_features))),
         "DoRALinear.lora_A has dtype torch.float32 on cpu, but the base layer is torch.float64",
     ),
     # Norm.
     "norm_not_detached": (
         _forward(
-            lambda l, x: _merged(l, x, norm=(l.weight + l.scaling * l.lora_B @ l.lora_A).norm(dim=1, keepdim=True))
+            lambda ly, x: _merged(
+                ly, x, norm=(ly.weight + ly.scaling * ly.lora_B @ ly.lora_A).norm(dim=1, keepdim=True)
+            )
         ),
         "the gradient matches DoRA WITHOUT a detached norm",
     ),
     "norm_over_dim0_in_forward": (
         _forward(
-            lambda l, x: _merged(
-                l, x, norm=(l.weight + l.scaling * l.lora_B @ l.lora_A).norm(dim=0, keepdim=True).detach()
+            lambda ly, x: _merged(
+                ly, x, norm=(ly.weight + ly.scaling * ly.lora_B @ ly.lora_A).norm(dim=0, keepdim=True).detach()
             )
         ),
         "the norm in forward is taken over dim=0",
     ),
     "norm_of_frozen_W": (
-        _forward(lambda l, x: _merged(l, x, norm=l.weight.norm(dim=1, keepdim=True))),
+        _forward(lambda ly, x: _merged(ly, x, norm=ly.weight.norm(dim=1, keepdim=True))),
         "the norm is of the frozen W alone",
     ),
-    "magnitude_ignored": (_forward(lambda l, x: _merged(l, x, magnitude=1.0)), "the output ignores magnitude"),
+    "magnitude_ignored": (_forward(lambda ly, x: _merged(ly, x, magnitude=1.0)), "the output ignores magnitude"),
     # Frozen base layer and bias.
     "base_weight_trainable": (
-        _set("weight", lambda l, b: nn.Parameter(b.weight.detach().clone())),
+        _set("weight", lambda ly, b: nn.Parameter(b.weight.detach().clone())),
         "the base weight is trainable",
     ),
     "base_layer_not_frozen": (
-        _init_then(lambda l, b: setattr(l, "base_layer", b)),
+        _init_then(lambda ly, b: setattr(ly, "base_layer", b)),
         "trainable parameters, expected r*(in+out)+out = 70: only magnitude, lora_A and lora_B should be trainable, but the trainable ones are: magnitude (6, 1), lora_A (4, 10), lora_B (6, 4), base_layer.weight (6, 10)",
     ),
-    "bias_lost": (_set("bias", lambda l, b: None), "the base bias is lost"),
-    "bias_trainable": (_set("bias", lambda l, b: nn.Parameter(b.bias.detach().clone())), "the base bias is trainable"),
+    "bias_lost": (_set("bias", lambda ly, b: None), "the base bias is lost"),
+    "bias_trainable": (
+        _set("bias", lambda ly, b: nn.Parameter(b.bias.detach().clone())),
+        "the base bias is trainable",
+    ),
     "bias_not_added": (
-        _forward(lambda l, x: _merged(l, x, bias=False)),
+        _forward(lambda ly, x: _merged(ly, x, bias=False)),
         "the bias of base_layer is missing from the output",
     ),
     "bias_scaled": (_forward(_bias_scaled), "the bias is multiplied by magnitude / ||V||"),
     "bias_twice": (
-        _forward(lambda l, x: _merged(l, x) + (l.bias if l.bias is not None else 0)),
+        _forward(lambda ly, x: _merged(ly, x) + (ly.bias if ly.bias is not None else 0)),
         "the bias is added twice",
     ),
     "base_weight_modified_in_place": (
@@ -573,26 +501,26 @@ DORA_LINEAR_MISTAKES = {
         _forward(_dropout_everywhere),
         "the output should equal base_layer(x) exactly, but it differs: dropout is applied to the frozen base path too",
     ),
-    "dropout_never_applied": (_forward(lambda l, x: _merged(l, x)), "in train mode no dropout is applied"),
+    "dropout_never_applied": (_forward(lambda ly, x: _merged(ly, x)), "in train mode no dropout is applied"),
     "dropout_only_on_lora_term": (_forward(_dropout_lora_only), "the (m/||V|| - 1)·x Wᵀ correction uses the clean x"),
     "dropout_called_twice": (
         _forward(_dropout_twice),
         "Call self.lora_dropout once and use the same x_d in both adapter terms",
     ),
     "dropout_identity": (
-        _set("lora_dropout", lambda l, b: nn.Identity()),
+        _set("lora_dropout", lambda ly, b: nn.Identity()),
         "DoRALinear.lora_dropout is nn.Identity but lora_dropout=0.25",
     ),
     # Malformed answers.
-    "forward_returns_none": (_forward(lambda l, x: None), "is None: did you forget a `return` statement?"),
-    "forward_raises": (_forward(lambda l, x: x @ l.weight), "raised RuntimeError"),
-    "forward_nan": (_forward(lambda l, x: _merged(l, x) * math.nan), "contains 48 NaN"),
-    "forward_wrong_shape": (_forward(lambda l, x: _merged(l, x).sum(-1)), "has shape (8,), expected (8, 6)"),
+    "forward_returns_none": (_forward(lambda ly, x: None), "is None: did you forget a `return` statement?"),
+    "forward_raises": (_forward(lambda ly, x: x @ ly.weight), "raised RuntimeError"),
+    "forward_nan": (_forward(lambda ly, x: _merged(ly, x) * math.nan), "contains 48 NaN"),
+    "forward_wrong_shape": (_forward(lambda ly, x: _merged(ly, x).sum(-1)), "has shape (8,), expected (8, 6)"),
     "forward_2d_only": (
         _forward(_matrix_products_only),
         "on x of shape (2, 3, 10) raised RuntimeError: self must be a matrix",
     ),
-    "forward_without_grad": (_forward(lambda l, x: _merged(l, x).detach()), "does not require grad"),
+    "forward_without_grad": (_forward(lambda ly, x: _merged(ly, x).detach()), "does not require grad"),
     "not_a_module": (NotAModule, "not an nn.Module"),
     "missing_attribute": (NoScaling, "DoRALinear has no attribute `scaling`"),
     "release_skeleton": (ReleaseSkeleton, "replace `raise NotImplementedError()` with your code"),

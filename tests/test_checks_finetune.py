@@ -5,16 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _notebook import notebook_calls
 from peft import LoraConfig, TaskType
 
 from labhelpers.analysis import magnitude_direction_change
+from labhelpers.checks import check_magnitude_direction_change
 from labhelpers.checks.finetune import (
-    _reference_evaluate_accuracy,
-    _reference_train_one_epoch,
     check_evaluate_accuracy,
     check_lora_configs,
-    check_magnitude_direction_change,
     check_train_one_epoch,
+)
+from labhelpers.checks.finetune import (
+    reference_evaluate_accuracy as _reference_evaluate_accuracy,
+)
+from labhelpers.checks.finetune import (
+    reference_train_one_epoch as _reference_train_one_epoch,
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -92,7 +97,7 @@ def _train_variant(
         if returns == "none":
             return None
         if example_weighted:
-            return sum(l * s for l, s in zip(losses, sizes)) / sum(sizes)
+            return sum(loss * size for loss, size in zip(losses, sizes, strict=True)) / sum(sizes)
         return sum(losses) / len(losses)
 
     return train_one_epoch
@@ -115,9 +120,13 @@ def _zero_grad_first(model, loader, optimizer):
     [_reference_train_one_epoch, _zero_grad_first, _train_variant(example_weighted=True)],
     ids=["reference", "zero-grad-first", "mean-over-examples"],
 )
-@pytest.mark.parametrize("seed, n_examples, batch_size", [(0, 10, 4), (7, 9, 2)], ids=["seed0", "seed7"])
-def test_train_check_accepts_correct_loops(train_one_epoch, seed, n_examples, batch_size, capsys):
-    assert check_train_one_epoch(train_one_epoch, seeds=[seed], n_examples=n_examples, batch_size=batch_size) is None
+@pytest.mark.parametrize(
+    "config",
+    [{"seeds": [7], "n_examples": 9, "batch_size": 2}, *notebook_calls("check_train_one_epoch").values()],
+    ids=["seed7", *notebook_calls("check_train_one_epoch")],
+)
+def test_train_check_accepts_correct_loops(train_one_epoch, config, capsys):
+    assert check_train_one_epoch(train_one_epoch, **config) is None
     assert "✔ train_one_epoch passed" in capsys.readouterr().out
 
 
@@ -180,11 +189,13 @@ def _evaluate_with_dataset_length(model, loader):
     [_reference_evaluate_accuracy, _evaluate_with_dataset_length],
     ids=["reference", "inference-mode"],
 )
-@pytest.mark.parametrize("seed, n_examples, batch_size", [(0, 10, 4), (3, 13, 5)], ids=["seed0", "seed3"])
-def test_evaluate_check_accepts_correct_answers(evaluate_accuracy, seed, n_examples, batch_size, capsys):
-    assert (
-        check_evaluate_accuracy(evaluate_accuracy, seeds=[seed], n_examples=n_examples, batch_size=batch_size) is None
-    )
+@pytest.mark.parametrize(
+    "config",
+    [{"seeds": [3], "n_examples": 13, "batch_size": 5}, *notebook_calls("check_evaluate_accuracy").values()],
+    ids=["seed3", *notebook_calls("check_evaluate_accuracy")],
+)
+def test_evaluate_check_accepts_correct_answers(evaluate_accuracy, config, capsys):
+    assert check_evaluate_accuracy(evaluate_accuracy, **config) is None
     assert "✔ evaluate_accuracy passed" in capsys.readouterr().out
 
 
@@ -230,13 +241,15 @@ def _measure_variant(kind):
 
 
 @pytest.mark.parametrize(
-    "shapes, seeds", [(((12, 7), (5, 20)), (0,)), (((7, 19), (40, 3)), (51, 52))], ids=["default", "hidden-like"]
+    "config",
+    notebook_calls("check_magnitude_direction_change").values(),
+    ids=notebook_calls("check_magnitude_direction_change"),
 )
 @pytest.mark.parametrize(
     "measure", [magnitude_direction_change, _measure_variant("solution")], ids=["reference", "cosine-similarity"]
 )
-def test_measure_check_accepts_correct_answers(measure, shapes, seeds, capsys):
-    assert check_magnitude_direction_change(measure, shapes=shapes, seeds=seeds) is None
+def test_measure_check_accepts_correct_answers(measure, config, capsys):
+    assert check_magnitude_direction_change(measure, **config) is None
     assert "✔ magnitude_direction_change passed" in capsys.readouterr().out
 
 

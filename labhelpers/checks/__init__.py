@@ -1,18 +1,32 @@
-"""Student-facing checks: each compares a lab exercise with PEFT's DoRA (or autograd) and returns None or raises AssertionError."""
+"""The notebook's checks: each runs the exercise's probe on the student's code and its judge on what the probe saw.
 
-from labhelpers.checks.core import TOLERANCES, assert_close, call_student, expect_tensor, passed
-from labhelpers.checks.dora import check_decompose_weight, check_dora_direction_gradient, check_dora_linear
-from labhelpers.checks.finetune import (
-    check_evaluate_accuracy,
-    check_lora_configs,
-    check_magnitude_direction_change,
-    check_train_one_epoch,
-)
+One module per exercise (decompose, dora_linear, direction_gradient, finetune, weight_change) holds the judge —
+the references (PEFT, autograd, the definitions) and the catalogue of known mistakes — and the `check_*` function
+the notebook calls; the probes that run student code live apart in labhelpers.probes, which is all a graded
+submission's sandbox can see. A check prints one ✔ line or raises AssertionError saying what was expected, what
+was got and how to fix it.
+"""
+
+from labhelpers.checks import decompose, direction_gradient, dora_linear, finetune, weight_change
+from labhelpers.checks.decompose import check_decompose_weight
+from labhelpers.checks.direction_gradient import check_dora_direction_gradient
+from labhelpers.checks.dora_linear import check_dora_linear
+from labhelpers.checks.finetune import check_evaluate_accuracy, check_lora_configs, check_train_one_epoch
+from labhelpers.checks.weight_change import check_magnitude_direction_change
+
+JUDGES = {
+    "check_decompose_weight": decompose.judge,
+    "check_dora_linear": dora_linear.judge,
+    "check_dora_direction_gradient": direction_gradient.judge,
+    "check_lora_configs": finetune.judge_lora_configs,
+    "check_train_one_epoch": finetune.judge_train_one_epoch,
+    "check_evaluate_accuracy": finetune.judge_evaluate_accuracy,
+    "check_magnitude_direction_change": weight_change.judge,
+}
+"""{name of the notebook's check function: its judge}; labhelpers.probes.PROBES holds the matching probes."""
 
 __all__ = [
-    "TOLERANCES",
-    "assert_close",
-    "call_student",
+    "JUDGES",
     "check_decompose_weight",
     "check_dora_direction_gradient",
     "check_dora_linear",
@@ -20,6 +34,4 @@ __all__ = [
     "check_lora_configs",
     "check_magnitude_direction_change",
     "check_train_one_epoch",
-    "expect_tensor",
-    "passed",
 ]

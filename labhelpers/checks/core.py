@@ -1,86 +1,112 @@
-"""Shared machinery of the student-facing checks: tolerances, comparisons and failure messages.
+"""What every judge shares: named tolerances, comparisons, known mistakes, and the failure every check raises.
 
-Every check returns None on success (after printing one line through `passed`) and raises
-AssertionError whose message says what was compared, what was expected, what was got and how
-to fix it. Student code is only ever called through `call_student`, so an exception inside it
-reads as a message about the student's code, never as a traceback from inside the check.
+A judge reads a probe's Observation (labhelpers.probes) and the spec the inputs were built from, computes the
+references itself (PEFT, autograd, the definitions) and either returns the one-line summary of a pass or raises
+CheckFailed, whose message says what was compared, what was expected, what was got and how to fix it. A judge never
+calls student code: when grading it runs in a process that has never loaded any.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-# (rtol, atol) per dtype, used as |actual - expected| <= atol * scale + rtol * |expected|, where
-# scale = max(1, max |expected|): round-off of a sum grows with the size of its terms, so an element
-# near zero in a tensor of large values gets an absolute tolerance in proportion.
-# Checks run in float64 by default: there any correct formula (loops, einsum, an epsilon in the
-# norm, a merged weight instead of PEFT's reuse of the base output) agrees with PEFT to ~1e-13,
-# while every known mistake is off by O(1), so the tolerance is loose enough to never reject a
-# correct answer and still far below any mistake. Lower precisions get the usual round-off bounds
-# (cf. torch.testing.assert_close), widened for the sums over in_features in a linear layer.
-TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
-    torch.float64: (1e-7, 1e-9),
-    torch.float32: (1e-4, 1e-5),
-    torch.float16: (1e-2, 1e-3),
-    torch.bfloat16: (5e-2, 1e-2),
+from labhelpers.probes.core import Observation
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Allowed |actual − expected| <= atol · max(1, max|expected|) + rtol · |expected|, per element."""
+
+    rtol: float
+    atol: float
+
+
+# Round-off of a sum grows with the size of its terms, so an element near zero in a tensor of large values gets an
+# absolute tolerance in proportion (the max(1, max|expected|) above). Checks run in float64 by default: there any
+# correct formula (loops, einsum, an epsilon in the norm, a merged weight instead of PEFT's reuse of the base output)
+# agrees with PEFT to ~1e-13 while every known mistake is off by O(1). Lower precisions get the usual round-off
+# bounds (cf. torch.testing.assert_close), widened for the sums over in_features in a linear layer.
+FLOAT64 = Tolerance(rtol=1e-7, atol=1e-9)
+FLOAT32 = Tolerance(rtol=1e-4, atol=1e-5)
+FLOAT16 = Tolerance(rtol=1e-2, atol=1e-3)
+BFLOAT16 = Tolerance(rtol=5e-2, atol=1e-2)
+EXACT = Tolerance(rtol=0.0, atol=0.0)
+TOLERANCES: dict[torch.dtype, Tolerance] = {
+    torch.float64: FLOAT64,
+    torch.float32: FLOAT32,
+    torch.float16: FLOAT16,
+    torch.bfloat16: BFLOAT16,
 }
+NUMBER_RTOL = 1e-6
+"""Relative tolerance of a returned Python float against its float64 reference (losses, ΔM, ΔD)."""
+NUMBER_RTOL_FLOAT32 = 1e-4
+"""The same, when the student's tensors were float32."""
+NUMBER_ATOL = 1e-9
+"""Absolute tolerance of a returned Python float near zero."""
 
 
-def _tolerance(dtype: torch.dtype) -> tuple[float, float]:
-    """Return (rtol, atol) for dtype; unknown dtypes (integers …) compare exactly."""
-    return TOLERANCES.get(dtype, (0.0, 0.0))
+class CheckFailed(AssertionError):
+    """A check's verdict: the answer is wrong, and this message says how.
 
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one CPU thread inside the block (also usable as a decorator), then restore the thread count.
-
-    Checks compute thousands of tiny products; with several threads each one pays the thread pool's
-    start-up and, on a busy machine, waits for a free core, which measured 40x slower than one thread.
+    Attributes:
+        cause: key of the Observation's "error" fact when the failure is an exception in student code (in the
+            notebook the AssertionError is raised from that exception, so its traceback shows the student's frames).
+        unavailable: True when the answer called reference code that graded answers may not use.
+        missing: True when what was to be judged was never recorded (the probe stopped before it, usually at an
+            exception in student code, which then explains the failure better).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+
+    def __init__(self, message: str, cause: str | None = None, unavailable: bool = False, missing: bool = False):
+        super().__init__(message)
+        self.cause = cause
+        self.unavailable = unavailable
+        self.missing = missing
+
+
+def tolerance(dtype: torch.dtype) -> Tolerance:
+    """Return the tolerance of dtype; other dtypes (integers …) compare exactly."""
+    return TOLERANCES.get(dtype, EXACT)
 
 
 def _coarser(a: torch.dtype, b: torch.dtype) -> torch.dtype:
     """Return the dtype with the looser tolerance: a float32 answer is judged with float32's round-off."""
-    return a if _tolerance(a)[0] >= _tolerance(b)[0] else b
+    return a if tolerance(a).rtol >= tolerance(b).rtol else b
 
 
-def _difference_bound(
-    actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float
+def _bound(
+    actual: torch.Tensor, expected: torch.Tensor, tol: Tolerance
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return actual and expected in float64 on the CPU, and the allowed |difference| per element."""
+    """Return actual and expected in float64, and the allowed |difference| per element."""
     a = actual.detach().to("cpu", torch.float64)
     e = expected.detach().to("cpu", torch.float64)
     if not bool(torch.isfinite(e).all()):
         raise ValueError("the reference is not finite; this is a bug in the check, not in your code")
     scale = max(1.0, float(e.abs().max())) if e.numel() else 1.0
-    return a, e, atol * scale + rtol * e.abs()
+    return a, e, tol.atol * scale + tol.rtol * e.abs()
 
 
-def _is_close(actual: Any, expected: torch.Tensor) -> bool:
+def is_close(actual: Any, expected: torch.Tensor, tol: Tolerance | None = None) -> bool:
     """Tell whether actual is a finite tensor of expected's shape within the tolerance (no message)."""
-    if (
-        not isinstance(actual, torch.Tensor)
-        or actual.shape != expected.shape
-        or not bool(torch.isfinite(expected).all())
-    ):
+    if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape:
         return False
-    rtol, atol = _tolerance(_coarser(actual.dtype, expected.dtype))
-    a, e, bound = _difference_bound(actual, expected, rtol, atol)
+    if not bool(torch.isfinite(expected).all()) or not bool(torch.isfinite(actual).all()):
+        return False
+    a, e, bound = _bound(actual, expected, tol or tolerance(_coarser(actual.dtype, expected.dtype)))
     return bool(((a - e).abs() <= bound).all())
 
 
-def _index(flat_index: int, shape: Sequence[int]) -> tuple[int, ...]:
+def numbers_close(actual: float, expected: float, rtol: float = NUMBER_RTOL) -> bool:
+    """Tell whether two Python floats agree (relative tolerance, absolute near zero)."""
+    return math.isfinite(actual) and math.isclose(actual, expected, rel_tol=rtol, abs_tol=NUMBER_ATOL)
+
+
+def index_of(flat_index: int, shape: Sequence[int]) -> tuple[int, ...]:
     """Turn a flat index into a tuple index of a tensor of the given shape."""
     index = []
     for size in reversed(shape):
@@ -89,150 +115,267 @@ def _index(flat_index: int, shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(reversed(index))
 
 
-def _sentence(text: str) -> str:
+def sentence(text: str) -> str:
     """Start text with a capital letter, so that a hint reads as its own sentence after the numbers."""
     return text[:1].upper() + text[1:]
 
 
-def _describe(value: Any) -> str:
-    """Name the type (and shape/dtype) of value, for messages about malformed answers."""
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    if value is None:
+def shape_text(shape: Sequence[int | None]) -> str:
+    """Return '(7, 5)', '(7,)' or '(any, 5)'."""
+    return "(" + ", ".join("any" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _broadcast(actual: Sequence[int], expected: Sequence[int]) -> bool:
+    """Tell whether a wrong shape looks like broadcasting's result: at least the expected size in every dimension."""
+    if len(actual) < len(expected):
+        return False
+    tail = actual[len(actual) - len(expected) :]
+    return all(a >= e for a, e in zip(tail, expected, strict=True)) and tuple(actual) != tuple(expected)
+
+
+def _kind_text(facts: Mapping[str, Any]) -> str:
+    kind = facts.get("kind")
+    if kind in ("tensor", "parameter"):
+        return f"a tensor of shape {tuple(facts['shape'])} and dtype {facts['dtype']}"
+    if kind == "none":
         return "None"
-    return f"a {type(value).__name__}"
+    if kind == "sequence":
+        return f"a {facts['type']} of length {facts['length']}"
+    return f"a {facts.get('type', kind)}"
 
 
-def _shape_matches(actual: Sequence[int], expected: Sequence[int | None]) -> bool:
-    """Tell whether actual equals expected, where None in expected matches any size."""
-    return len(actual) == len(expected) and all(e is None or a == e for a, e in zip(actual, expected))
+def describe_facts(facts: Mapping[str, Any] | None) -> str:
+    """Name what a probe recorded, e.g. 'a tensor of shape (7, 1) and dtype float32', 'None', 'a list of length 3'."""
+    return "nothing" if facts is None else _kind_text(facts)
 
 
 def expect_tensor(
-    value: Any,
+    obs: Observation,
+    key: str,
     what: str,
     shape: Sequence[int | None] | None = None,
     dtype: torch.dtype | None = None,
     hint: str = "",
 ) -> torch.Tensor:
-    """Check that value is a finite tensor of the expected shape and dtype, and return it.
+    """Check that the value recorded under key is a finite tensor of the expected shape and dtype; return it.
 
     Checks go type → shape → dtype → finite values, each failure saying how to fix it.
 
     Args:
-        value: what the student's code produced.
+        obs: the probe's record.
+        key: the key the probe recorded the value under.
         what: how to name it in messages, e.g. "the magnitude returned by decompose_weight".
         shape: expected shape; None anywhere in it matches any size.
         dtype: expected dtype, or None to accept any.
-        hint: appended to every failure message (e.g. the likely missing `return`).
+        hint: appended to every failure message.
+
     Returns:
-        value, unchanged.
+        The recorded tensor.
     """
-    suffix = f" {_sentence(hint)}" if hint else ""
-    if value is None:
-        raise AssertionError(f"{what} is None: did you forget a `return` statement?{suffix}")
-    if not isinstance(value, torch.Tensor):
-        raise AssertionError(
-            f"{what} should be a torch.Tensor but is {_describe(value)}: "
-            f"build it with torch operations on the input tensors.{suffix}"
+    suffix = f" {sentence(hint)}" if hint else ""
+    facts = obs.facts.get(key)
+    if facts is None:
+        raise CheckFailed(f"{what} was not recorded: the check stopped before it.", missing=True)
+    if facts.get("kind") == "none":
+        raise CheckFailed(f"{what} is None: did you forget a `return` statement?{suffix}")
+    if facts.get("kind") not in ("tensor", "parameter"):
+        raise CheckFailed(
+            f"{what} should be a torch.Tensor but is {_kind_text(facts)}: build it with torch operations on the input "
+            f"tensors.{suffix}"
         )
-    if shape is not None and not _shape_matches(tuple(value.shape), tuple(shape)):
-        expected = (
-            "(" + ", ".join("any" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-        )
-        raise AssertionError(
-            f"{what} has shape {tuple(value.shape)}, expected {expected}: "
-            f"check which dimension you reduce over and whether you keep it (keepdim=True).{suffix}"
-        )
-    if dtype is not None and value.dtype != dtype:
-        raise AssertionError(
-            f"{what} has dtype {value.dtype}, expected {dtype}: keep the input's dtype "
+    got = tuple(facts["shape"])
+    if shape is not None and not (
+        len(got) == len(shape) and all(e is None or a == e for a, e in zip(got, shape, strict=True))
+    ):
+        if _broadcast(got, [1 if s is None else s for s in shape]):
+            fix = (
+                "a larger shape than expected usually comes from broadcasting two tensors of different shapes, e.g. "
+                "(n, 1) with (1, n) gives (n, n): check the shapes of the tensors you combine"
+            )
+        else:
+            fix = "check which dimension you reduce over and whether you keep it (keepdim=True)"
+        raise CheckFailed(f"{what} has shape {got}, expected {shape_text(shape)}: {fix}.{suffix}")
+    if dtype is not None and facts["dtype"] != str(dtype).removeprefix("torch."):
+        raise CheckFailed(
+            f"{what} has dtype torch.{facts['dtype']}, expected {dtype}: keep the input's dtype "
             f"(no .float()/.double(); create new tensors with dtype=... or *_like of the input).{suffix}"
         )
-    if value.is_floating_point() or value.is_complex():
-        finite = torch.isfinite(value.detach())
-        if not bool(finite.all()):
-            bad = (~finite).reshape(-1)
-            n_nan = int(torch.isnan(value.detach()).sum())
-            first = _index(int(bad.nonzero()[0]), value.shape) if value.dim() else ()
-            raise AssertionError(
-                f"{what} contains {n_nan} NaN and {int(bad.sum()) - n_nan} infinite values "
-                f"(first at index {first}): usually a division by a zero norm; "
-                f"clamp the denominator, e.g. norm.clamp_min(1e-12).{suffix}"
-            )
+    value = obs.tensors.get(key)
+    if value is None:
+        raise CheckFailed(f"{what} has {math.prod(got):,} elements, more than any check expects.{suffix}")
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        bad = ~torch.isfinite(value)
+        n_nan = int(torch.isnan(value).sum())
+        first = index_of(int(bad.reshape(-1).nonzero()[0]), value.shape) if value.dim() else ()
+        raise CheckFailed(
+            f"{what} contains {n_nan} NaN and {int(bad.sum()) - n_nan} infinite values (first at index {first}): "
+            f"usually a division by a zero norm; clamp the denominator, e.g. norm.clamp_min(1e-12).{suffix}"
+        )
     return value
 
 
 def assert_close(
-    actual: Any,
-    expected: torch.Tensor,
-    what: str,
-    hint: str = "",
-    *,
-    rtol: float | None = None,
-    atol: float | None = None,
+    actual: torch.Tensor, expected: torch.Tensor, what: str, hint: str = "", tol: Tolerance | None = None
 ) -> None:
-    """Check that actual matches expected within the tolerance of the lower-precision dtype.
+    """Fail unless actual matches expected within the tolerance of the lower-precision dtype of the two.
 
     Args:
-        actual: the student's tensor (malformed values fail with a message, see expect_tensor).
-        expected: the reference tensor, any shape.
+        actual: the student's tensor (already of the right shape: see expect_tensor).
+        expected: the reference tensor.
         what: what was compared, e.g. "DoRALinear output (eval mode, bias=True)".
         hint: the likely mistake, appended to the failure message.
-        rtol, atol: override TOLERANCES (keyword only).
+        tol: overrides the dtype's tolerance.
     """
-    actual = expect_tensor(actual, what, shape=tuple(expected.shape), hint=hint)
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise CheckFailed(
+            f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}. {sentence(hint)}"
+        )
     dtype = _coarser(actual.dtype, expected.dtype)
-    default_rtol, default_atol = _tolerance(dtype)
-    rtol = default_rtol if rtol is None else rtol
-    atol = default_atol if atol is None else atol
-    a, e, bound = _difference_bound(actual, expected, rtol, atol)
+    tol = tol or tolerance(dtype)
+    a, e, bound = _bound(actual, expected, tol)
     diff = (a - e).abs()
     if bool((diff <= bound).all()):
         return
-    # Relative difference where expected is 0 is inf (or 0 when actual is 0 too).
     rel = torch.where(diff == 0, torch.zeros_like(diff), diff / e.abs())
     i_abs = int(diff.reshape(-1).argmax())
     i_rel = int(rel.reshape(-1).argmax())
-    where_abs = _index(i_abs, e.shape)
-    where_rel = _index(i_rel, e.shape)
     message = (
-        f"{what} does not match the reference: max abs difference {float(diff.reshape(-1)[i_abs]):.3g} "
-        f"at index {where_abs} (got {float(a.reshape(-1)[i_abs]):.6g}, expected {float(e.reshape(-1)[i_abs]):.6g}); "
-        f"max rel difference {float(rel.reshape(-1)[i_rel]):.3g} at index {where_rel}; "
-        f"allowed: atol={atol:g} * max(1, max|expected|) + rtol={rtol:g} * |expected| ({dtype})."
+        f"{what} does not match the reference: max abs difference {float(diff.reshape(-1)[i_abs]):.3g} at index "
+        f"{index_of(i_abs, e.shape)} (got {float(a.reshape(-1)[i_abs]):.6g}, expected "
+        f"{float(e.reshape(-1)[i_abs]):.6g}); max rel difference {float(rel.reshape(-1)[i_rel]):.3g} at index "
+        f"{index_of(i_rel, e.shape)}; allowed: atol={tol.atol:g} * max(1, max|expected|) + rtol={tol.rtol:g} * "
+        f"|expected| ({str(dtype).removeprefix('torch.')})."
     )
-    raise AssertionError(f"{message} {_sentence(hint)}" if hint else message)
+    raise CheckFailed(f"{message} {sentence(hint)}" if hint else message)
 
 
-def call_student(fn: Callable, *args: Any, what: str, **kwargs: Any) -> Any:
-    """Run student code and turn an exception inside it into an AssertionError about that code.
+@dataclass(frozen=True)
+class Mistake:
+    """A known mistake: what to tell the student, and the value the mistaken answer would produce.
+
+    Attributes:
+        message: the explanation, in the student's words, of what went wrong and how to fix it.
+        changes: how the mistaken computation differs from the right one, as keyword arguments of the check's
+            reference builder (e.g. {"scaling": 1.0}); two mistakes with disjoint changes can occur together.
+        value: for a mistake that is no variation of the reference, a function computing its value.
+    """
+
+    message: str
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    value: Callable[[], Any] | None = None
+
+
+def recognise(
+    actual: Any,
+    mistakes: Sequence[Mistake],
+    build: Callable[..., Any] | None = None,
+    matches: Callable[[Any, Any], bool] = is_close,
+    pairs: bool = True,
+) -> list[Mistake]:
+    """Find the known mistake(s) that explain actual: one, else two occurring together; [] when none does.
 
     Args:
-        fn: the student's function, class or method.
-        *args, **kwargs: passed to fn.
-        what: how to name the call in messages, e.g. "decompose_weight(W) with W of shape (7, 5)".
+        actual: the student's value.
+        mistakes: the catalogue, most likely first.
+        build: the reference builder: build(**changes) is the value the changes produce (None: values only).
+        matches: matches(actual, candidate) -> bool.
+        pairs: also try every two mistakes with disjoint changes together.
+
     Returns:
-        whatever fn returns.
+        [mistake] or [first, second].
     """
-    if not callable(fn):
-        raise AssertionError(
-            f"{what}: expected a function or class but got {_describe(fn)}; pass the object itself, not its result"
-        )
+
+    def value_of(*chosen: Mistake) -> Any:
+        if len(chosen) == 1 and chosen[0].value is not None:
+            return chosen[0].value()
+        changes: dict[str, Any] = {}
+        for mistake in chosen:
+            changes.update(mistake.changes)
+        return build(**changes)
+
+    for mistake in mistakes:
+        if (mistake.value is not None or build is not None) and _safe_match(
+            matches, actual, lambda m=mistake: value_of(m)
+        ):
+            return [mistake]
+    if not pairs or build is None:
+        return []
+    combinable = [m for m in mistakes if m.value is None and m.changes]
+    for first, second in itertools.combinations(combinable, 2):
+        if first.changes.keys() & second.changes.keys():
+            continue
+        if _safe_match(matches, actual, lambda a=first, b=second: value_of(a, b)):
+            return [first, second]
+    return []
+
+
+def _safe_match(matches: Callable[[Any, Any], bool], actual: Any, candidate: Callable[[], Any]) -> bool:
     try:
-        return fn(*args, **kwargs)
-    except NotImplementedError as error:
-        # nbgrader's release replaces every solution by `raise NotImplementedError()`.
-        raise AssertionError(
-            f"{what} raised NotImplementedError: replace `raise NotImplementedError()` with your code and run the cell again."
-        ) from error
-    except Exception as error:
-        raise AssertionError(
-            f"{what} raised {type(error).__name__}: {error}. "
-            f"Fix the error in your code (the traceback above shows the line), then run the check again."
-        ) from error
+        return bool(matches(actual, candidate()))
+    except (RuntimeError, ValueError):  # a candidate that cannot be built for these shapes explains nothing
+        return False
 
 
-def passed(name: str, details: str = "") -> None:
-    """Print the one success line of a check, e.g. "✔ decompose_weight passed: 5 checks …"."""
-    print(f"✔ {name} passed: {details}" if details else f"✔ {name} passed")
+def explain(found: Iterable[Mistake]) -> str:
+    """Turn recognised mistakes into the hint: one message, or both of two that occur together."""
+    found = list(found)
+    if not found:
+        return ""
+    if len(found) == 1:
+        return found[0].message
+    return "Two mistakes together: (1) " + found[0].message + " (2) " + found[1].message
+
+
+def unchanged(obs: Observation, key: str, original: torch.Tensor) -> bool:
+    """Tell whether the copy of an input the probe recorded after the call still equals the original (bit for bit)."""
+    after = obs.tensors.get(key)
+    return after is not None and after.dtype == original.dtype and torch.equal(after, original)
+
+
+def student_error(obs: Observation, key: str, fallback_what: str = "") -> None:
+    """Fail with the student's exception when the probe recorded one under key (a no-op otherwise)."""
+    facts = obs.facts.get(key)
+    if not facts:
+        return
+    what = facts.get("what") or fallback_what
+    kind, message = facts.get("type", "Exception"), facts.get("message", "")
+    if kind == "NotImplementedError":
+        raise CheckFailed(
+            f"{what} raised NotImplementedError: replace `raise NotImplementedError()` with your code and run the "
+            f"cell again.",
+            cause=key,
+        )
+    if kind == "ReferenceUnavailable":
+        raise CheckFailed(
+            f"{what} used reference code that graded answers may not call ({message}). Write the computation "
+            f"yourself.",
+            cause=key,
+            unavailable=True,
+        )
+    raise CheckFailed(
+        f"{what} raised {kind}: {message}. Fix the error in your code (the traceback above shows the line), then run "
+        f"the check again.",
+        cause=key,
+    )
+
+
+def run_check(
+    name: str,
+    probe: Callable[[Any, Any], Observation],
+    judge: Callable[[Any, Observation], str],
+    student: Any,
+    spec: Any,
+) -> None:
+    """Run a check in the notebook: probe the student's code, judge what it did, print ✔ or raise AssertionError.
+
+    The AssertionError is raised from the student's own exception when that is what failed, so the traceback shows
+    the frames of their code (the check's frames are hidden: IPython skips frames that set __tracebackhide__).
+    """
+    __tracebackhide__ = True
+    observation = probe(student, spec)
+    try:
+        details = judge(spec, observation)
+    except CheckFailed as failure:
+        cause = observation.exceptions.get(failure.cause) if failure.cause else None
+        raise AssertionError(str(failure)) from cause
+    print(f"✔ {name} passed: {details}")

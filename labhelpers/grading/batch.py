@@ -1,12 +1,18 @@
-"""Grade a class: collect submissions, grade each in its own worker (in parallel), write grades and feedback."""
+"""Grade a class: find the submissions, grade each in a worker (several at once), keep grades and feedback current.
+
+Grading resumes: a submission whose notebook, instructor source and lab version are unchanged since it was graded is
+not graded again, and grades.csv and the feedback are written as submissions finish, so a run stopped half-way (Ctrl-C,
+SIGTERM, a lost session) loses only the submissions in progress — the same command finishes the class, with the same
+grades as a run from scratch.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import os
-import queue
-import re
+import select
 import shutil
 import signal
 import subprocess
@@ -14,28 +20,26 @@ import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import nbformat
 
-from labhelpers.config import PROJECT_ROOT
+from labhelpers.config import get_config
+from labhelpers.course import ASSIGNMENT, COURSE_ID, NOTEBOOK, SOURCE_NOTEBOOK
 from labhelpers.errors import LabGradingError
-from labhelpers.grading.course import (
-    ASSIGNMENT,
-    NOTEBOOK,
-    SOURCE_NOTEBOOK,
-    course_config,
-    generate_assignment,
-)
+from labhelpers.grading.calls import graded_cells
+from labhelpers.grading.course import course_config, generate_assignment
+from labhelpers.grading.exchange import find_submissions
 from labhelpers.grading.export import write_grades_csv
-from labhelpers.grading.sandbox import MAX_SLOTS, kill_user_processes, probe, run_uid_base
-from labhelpers.grading.worker import Job, Result, result_path, zero_in_gradebook
+from labhelpers.grading.sandbox import MAX_SLOTS, problem
+from labhelpers.grading.worker import Result, Run, result_path, zero_in_gradebook
 
-_STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 STATUS_FILE = "status.json"
+CSV_EVERY_SECONDS = 30
+"""grades.csv is rewritten at least this often while grading (and at the end, and when stopped)."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,8 @@ class GradingOptions:
 
     Attributes:
         jobs: submissions graded at the same time.
-        timeout_cell: seconds one cell may run.
-        timeout_submission: seconds one submission may take in all (autograde, re-check, feedback).
+        timeout_cell: seconds one cell (or one check) may run.
+        timeout_submission: seconds one submission may take in all.
         memory_bytes: address-space cap of each student process.
     """
 
@@ -57,68 +61,34 @@ class GradingOptions:
 
 @dataclass
 class Submission:
-    """One folder of SUBMISSIONS_DIR and what collecting it found."""
+    """One student of SUBMISSIONS_DIR and what finding their notebook said."""
 
     student_id: str
     notebook: Path | None = None
+    timestamp: str | None = None
     status: list[str] = field(default_factory=list)
 
 
 def collect(submissions_dir: Path) -> list[Submission]:
-    """List <student_id>/<notebook>.ipynb submissions, keeping only regular, readable notebook files.
-
-    Args:
-        submissions_dir: one folder per student.
-
-    Returns:
-        One Submission per student folder, sorted by id; `notebook` is None when there is nothing to grade.
-    """
+    """List the submissions of a folder (plain or nbgrader's collected layout), keeping only valid notebooks."""
     if not submissions_dir.is_dir():
-        raise LabGradingError(
-            f"{submissions_dir} is not a folder: give the folder holding one <student_id>/ folder per student."
-        )
+        raise LabGradingError(f"{submissions_dir} is not a folder: give the folder holding one <student_id>/ folder per student.")
     submissions = []
-    for folder in sorted(submissions_dir.iterdir()):
-        if not folder.is_dir() or folder.is_symlink():
-            continue
-        submission = Submission(student_id=folder.name)
-        if not _STUDENT_ID.match(folder.name):
-            submission.student_id = re.sub(r"[^A-Za-z0-9_.@-]", "_", folder.name).lstrip("._-")[:64] or "unnamed"
-            submission.status.append(
-                f"folder name {folder.name!r} is not a usable student id; graded as {submission.student_id!r}"
-            )
-        candidates = sorted(
-            path for path in folder.iterdir() if path.suffix == ".ipynb" and not path.name.startswith(".")
-        )
-        expected = folder / f"{NOTEBOOK}.ipynb"
-        if expected in candidates:
-            chosen = expected
-        elif len(candidates) == 1:
-            chosen = candidates[0]
-            submission.status.append(f"notebook named {chosen.name}, graded as {NOTEBOOK}.ipynb")
-        elif candidates:
-            submission.status.append(
-                f"no {NOTEBOOK}.ipynb and {len(candidates)} other notebooks: cannot tell which to grade"
-            )
-            chosen = None
-        else:
-            submission.status.append(f"no notebook submitted (expected {NOTEBOOK}.ipynb)")
-            chosen = None
-        if chosen is not None:
-            problem = _unreadable(chosen)
-            if problem:
-                submission.status.append(problem)
+    for found in find_submissions(submissions_dir):
+        submission = Submission(found.student_id, None, found.timestamp, list(found.problems))
+        if found.notebook is not None:
+            trouble = unreadable(found.notebook)
+            if trouble:
+                submission.status.append(trouble)
             else:
-                submission.notebook = chosen
+                submission.notebook = found.notebook
+        elif not submission.status:
+            submission.status.append(f"no notebook submitted (expected {NOTEBOOK}.ipynb)")
         submissions.append(submission)
-    ids = [s.student_id for s in submissions]
-    for submission in submissions:
-        if ids.count(submission.student_id) > 1:
-            raise LabGradingError(f"two folders map to the student id {submission.student_id!r}: rename one of them.")
     return submissions
 
 
-def _unreadable(path: Path) -> str:
+def unreadable(path: Path) -> str:
     """Return why `path` cannot be graded as a notebook, or "" when it is a valid one."""
     if path.is_symlink() or not path.is_file():
         return f"{path.name} is not a regular file (links are not followed)"
@@ -133,37 +103,46 @@ def _unreadable(path: Path) -> str:
     return ""
 
 
+def lab_version() -> str:
+    """Return the grading code's version: the package's, and a digest of its sources (a changed check regrades)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent.parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return f"{version('labhelpers')}+{digest.hexdigest()[:12]}"
+
+
 def prepare_course(out_dir: Path, source_notebook: Path) -> tuple[Path, Path]:
-    """Create OUT_DIR's private nbgrader course (source, release with checksums, gradebook).
+    """Create OUT_DIR's private nbgrader course (source, release with checksums, gradebook); reuse it when current.
 
     Returns:
         (the course folder, the gradebook file).
     """
     if not source_notebook.is_file():
-        raise LabGradingError(
-            f"No instructor notebook at {source_notebook}: grading needs the nbgrader source (solutions/)."
-        )
+        raise LabGradingError(f"No instructor notebook at {source_notebook}: grading needs the nbgrader source (solutions/).")
     if out_dir.exists() and not out_dir.is_dir():
         raise LabGradingError(f"--out {out_dir} is a file: give a folder (it is created if missing).")
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Only the grader (root) may enter: sandboxed student code can read neither the gradebook nor classmates' work.
-    os.chmod(out_dir, 0o700)
+    os.chmod(out_dir, 0o700)  # only the grader: the gradebook, the secret and every student's work are in here
     course = out_dir / "course"
     target = course / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    db_path = out_dir / "gradebook.db"
+    release = course / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    if target.is_file() and release.is_file() and db_path.is_file() and target.read_bytes() == source_notebook.read_bytes():
+        return course, db_path
+    graded_cells(nbformat.read(source_notebook, as_version=4))  # an unreadable test cell stops here, before any grading
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source_notebook, target)
-    db_path = out_dir / "gradebook.db"
     generate_assignment(course_config(course, db_path), use_database=True)
-    # Concurrent workers write to the gradebook: WAL lets them read while another writes.
     import sqlite3
 
-    with sqlite3.connect(db_path) as connection:
+    with sqlite3.connect(db_path) as connection:  # workers write to the gradebook while others read it
         connection.execute("PRAGMA journal_mode=WAL")
     (course / "nbgrader_config.py").write_text(
         "# nbgrader settings of this graded copy (e.g. `nbgrader formgrader` here for the written answers).\n"
         "c = get_config()  # noqa: F821\n"
         f"c.CourseDirectory.root = {str(course)!r}\n"
-        f"c.CourseDirectory.course_id = 'dora-lab'\n"
+        f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
         "c.CourseDirectory.source_directory = 'solutions'\n"
         "c.CourseDirectory.release_directory = 'notebooks'\n"
         f"c.CourseDirectory.db_url = {'sqlite:///' + str(db_path)!r}\n"
@@ -171,46 +150,58 @@ def prepare_course(out_dir: Path, source_notebook: Path) -> tuple[Path, Path]:
     return course, db_path
 
 
+def _key(submission: Submission, source: bytes, lab: str) -> str:
+    """What a grade depends on: the notebook, its submission time, the instructor's source, the lab's version."""
+    digest = hashlib.sha256(submission.notebook.read_bytes() if submission.notebook else b"")
+    digest.update(f"\0{submission.timestamp}\0{lab}\0".encode())
+    digest.update(source)
+    return digest.hexdigest()
+
+
 def _stage(course: Path, submission: Submission) -> None:
-    """Put the student's notebook (alone) into the course's submitted/ folder, clearing earlier runs."""
-    for area in ("submitted", "autograded", "feedback"):
+    """Put the student's notebook, exactly as submitted, into the course's submitted/ folder (nbgrader's layout)."""
+    for area in ("submitted", "tidied", "autograded", "feedback"):
         shutil.rmtree(course / area / submission.student_id, ignore_errors=True)
     result_path(course, submission.student_id).unlink(missing_ok=True)
     folder = course / "submitted" / submission.student_id / ASSIGNMENT
     folder.mkdir(parents=True)
     if submission.notebook is not None:
         shutil.copyfile(submission.notebook, folder / f"{NOTEBOOK}.ipynb")
+    if submission.timestamp:
+        (folder / "timestamp.txt").write_text(submission.timestamp)
 
 
-def _run_worker(job: Job, course: Path, timeout: float) -> Result:
-    """Run worker.py for one job under the per-submission time limit; kill it and its sandbox user when over."""
-    job_file = course / "jobs" / f"{job.student_id}.json"
-    job_file.parent.mkdir(exist_ok=True)
-    job_file.write_text(json.dumps(asdict(job)))
-    log_file = course / "logs" / f"{job.student_id}.log"
-    log_file.parent.mkdir(exist_ok=True)
-    with open(log_file, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "labhelpers.grading.worker", str(job_file)],
-            cwd=course,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+class _Slot:
+    """One worker process and the submission it is grading."""
+
+    def __init__(self, index: int, run: Run, course: Path):
+        self.index = index
+        run_file = course / "jobs" / f"run-{index}.json"
+        run_file.parent.mkdir(exist_ok=True)
+        run_file.write_text(json.dumps(asdict(run)))
+        log = open(course / "logs" / f"worker-{index}.log", "a")  # noqa: SIM115 - the worker's whole life
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "labhelpers.grading.worker", str(run_file)],
+            cwd=course, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
             start_new_session=True,
-        )
+        )  # fmt: skip
+        log.close()
+        self.student: str | None = None
+        self.started = 0.0
+        self.ready = False
+
+    def give(self, student_id: str) -> None:
+        self.student, self.started = student_id, time.monotonic()
+        self.process.stdin.write(student_id + "\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> None:
+        """Kill the worker and everything it started (its sandboxes die with it)."""
         try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            kill_user_processes(job.uid_base + job.slot if job.switch_user else None)
-            shutil.rmtree(Path(job.scratch_root) / f"slot-{job.slot}", ignore_errors=True)
-            return Result(
-                student_id=job.student_id, status=[f"submission time limit ({timeout:.0f} s) exceeded: 0 points"]
-            )
-    path = result_path(course, job.student_id)
-    if process.returncode != 0 or not path.is_file():
-        return Result(student_id=job.student_id, status=[f"grader error (see {log_file}): 0 points"])
-    return Result(**json.loads(path.read_text()))
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
 
 
 def grade(
@@ -220,11 +211,12 @@ def grade(
     source_notebook: Path = SOURCE_NOTEBOOK,
     progress: bool = True,
 ) -> Path:
-    """Autograde every submission with nbgrader in sandboxes; write grades.csv, feedback/ and the gradebook.
+    """Autograde every submission in sandboxes; write grades.csv, feedback/ and the gradebook as they finish.
 
     Args:
-        submissions_dir: holds <student_id>/dora_lab.ipynb.
-        out_dir: receives grades.csv, feedback/<student_id>/dora_lab.html, gradebook.db and the nbgrader course.
+        submissions_dir: <student_id>/dora_lab.ipynb, or nbgrader's collected <student_id>/dora/dora_lab.ipynb.
+        out_dir: receives grades.csv, feedback/<student_id>/dora_lab.html, gradebook.db, the course's secret and the
+            nbgrader course; grading into the same folder again resumes.
         options: parallelism and limits.
         source_notebook: the instructor's nbgrader source notebook.
         progress: show a tqdm bar over students.
@@ -237,108 +229,155 @@ def grade(
     submissions_dir, out_dir = submissions_dir.resolve(), out_dir.resolve()
     submissions = collect(submissions_dir)
     course, db_path = prepare_course(out_dir, source_notebook)
-    scratch_root = Path(tempfile.mkdtemp(prefix="dora-lab-grading-"))
-    os.chmod(scratch_root, 0o711)
-    # Student code cannot see the instructor's folders or classmates' originals (where the kernel allows it).
-    hide = [
-        str(p)
-        for p in (out_dir, submissions_dir, source_notebook.resolve().parent.parent, PROJECT_ROOT / "solutions")
-        if p.is_dir() and not _contains_needed(p)
-    ]
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(options.jobs, MAX_SLOTS - 1)))
-    problem = probe(scratch_root)
-    switch_user = not problem
-    if problem:
-        warnings.warn(
-            f"Student code cannot run as a separate user here ({problem}): it runs as you, with the limits "
-            "but without write protection. Grade as root for full isolation.",
-            stacklevel=2,
-        )
-    statuses: dict[str, dict] = {}
-    gradable = []
-    jobs = max(1, min(options.jobs, MAX_SLOTS - 1))
-    uid_base = run_uid_base()
-    # One sandbox user per concurrent slot; a slot's processes and files are wiped before its next submission.
-    free_slots: queue.Queue[int] = queue.Queue()
-    for slot in range(jobs):
-        free_slots.put(slot)
+    (course / "logs").mkdir(exist_ok=True)
+    lab, source = lab_version(), source_notebook.read_bytes()
+    statuses = _read_statuses(out_dir)
+    statuses = {s.student_id: statuses[s.student_id] for s in submissions if s.student_id in statuses}
+    todo = []
     for submission in submissions:
+        key = _key(submission, source, lab)
+        previous = statuses.get(submission.student_id, {})
+        if previous.get("key") == key and (submission.notebook is None or result_path(course, submission.student_id).is_file()):
+            continue  # graded before, nothing changed
         _stage(course, submission)
         if submission.notebook is None:
             zero_in_gradebook(db_path, course, submission.student_id)
-            statuses[submission.student_id] = {"status": submission.status, "review": []}
+            statuses[submission.student_id] = {"status": submission.status, "key": key}
         else:
-            gradable.append(submission)
-
-    def work(submission: Submission) -> Result:
-        slot = free_slots.get()
-        try:
-            return _work(slot, submission)
-        finally:
-            free_slots.put(slot)
-
-    def _work(slot: int, submission: Submission) -> Result:
-        deadline = time.time() + options.timeout_submission
-        job = Job(
-            course_root=str(course),
-            db_path=str(db_path),
-            student_id=submission.student_id,
-            slot=slot,
-            scratch_root=str(scratch_root),
-            timeout_cell=options.timeout_cell,
-            deadline=deadline,
-            memory_bytes=options.memory_bytes,
-            threads=threads,
-            hide=hide,
-            switch_user=switch_user,
-            uid_base=uid_base,
-        )
-        try:
-            result = _run_worker(job, course, options.timeout_submission)
-        except Exception as error:  # one submission's failure never stops the batch
-            result = Result(
-                student_id=submission.student_id, status=[f"grader error ({type(error).__name__}: {error}): 0 points"]
-            )
-        if not result_path(course, submission.student_id).is_file():
-            zero_in_gradebook(db_path, course, submission.student_id)
-        result.status = submission.status + result.status
-        return result
-
-    try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(work, submission) for submission in gradable]
-            for future in tqdm(
-                as_completed(futures), total=len(futures), desc="grading", unit="student", disable=not progress
-            ):
-                result = future.result()
-                statuses[result.student_id] = {
-                    "status": result.status,
-                    "review": result.review,
-                    "seconds": result.seconds,
-                }
-    finally:
-        # Also on Ctrl-C: no student process outlives the run.
-        if switch_user:
-            for slot in range(jobs):
-                kill_user_processes(uid_base + slot)
-        shutil.rmtree(scratch_root, ignore_errors=True)
-    (out_dir / STATUS_FILE).write_text(json.dumps(statuses, indent=1, sort_keys=True))
+            todo.append((submission, key))
+    _write_statuses(out_dir, statuses)
+    done_before = len(submissions) - len(todo)
+    if todo:
+        trouble = problem()
+        if trouble:
+            warnings.warn(trouble, stacklevel=2)
+        _grade_all(todo, course, db_path, out_dir, options, statuses, progress=progress, total=len(submissions), done_before=done_before, tqdm=tqdm)
     publish_feedback(out_dir)
     return write_grades_csv(out_dir)
 
 
-def _contains_needed(path: Path) -> bool:
-    """True when hiding `path` would hide what student code must read (Python, the venv, labhelpers, SST-2)."""
-    from labhelpers.grading.sandbox import needed_paths
+def _grade_all(todo, course, db_path, out_dir, options, statuses, *, progress, total, done_before, tqdm) -> None:
+    """Hand the submissions to `options.jobs` workers; record each result as it comes; stop cleanly when told to."""
+    jobs = max(1, min(options.jobs, MAX_SLOTS, len(todo)))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    scratch_root = Path(tempfile.mkdtemp(prefix="dora-grading-"))
+    os.chmod(scratch_root, 0o711)
+    data_dir = get_config().data_dir
+    hidden = [str(out_dir), str(scratch_root), str(SOURCE_NOTEBOOK.parent.parent)]
+    runs = [
+        Run(
+            course_root=str(course), db_path=str(db_path), out_dir=str(out_dir), scratch_root=str(scratch_root),
+            slot=slot, timeout_cell=options.timeout_cell, timeout_submission=options.timeout_submission,
+            memory_bytes=options.memory_bytes, threads=threads, data_dir=str(data_dir) if data_dir else None,
+            hide=hidden,
+        )  # fmt: skip
+        for slot in range(jobs)
+    ]
+    waiting = list(todo)
+    keys = {submission.student_id: key for submission, key in todo}
+    extra = {submission.student_id: submission.status for submission, _ in todo}
+    slots = [_Slot(slot, runs[slot], course) for slot in range(jobs)]
+    bar = tqdm(total=total, initial=done_before, desc="grading", unit="student", disable=not progress)
+    stopping: list[int] = []
 
-    resolved = str(path.resolve())
-    return any(needed == resolved or needed.startswith(resolved + os.sep) for needed in needed_paths())
+    def on_signal(signum, frame):
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    last_csv = time.monotonic()
+    try:
+        while (waiting or any(slot.student for slot in slots)) and not stopping:
+            for slot in slots:
+                if slot.ready and slot.student is None and waiting:
+                    slot.give(waiting.pop(0)[0].student_id)
+            streams = {slot.process.stdout: slot for slot in slots if slot.process.poll() is None}
+            readable, _, _ = select.select(list(streams), [], [], 0.5)
+            for stream in readable:
+                slot = streams[stream]
+                line = stream.readline()
+                message = _message(line)
+                if message.get("ready"):
+                    slot.ready = True
+                elif message.get("done") and message["done"] == slot.student:
+                    _record(slot.student, course, statuses, keys, extra)
+                    slot.student = None
+                    bar.update(1)
+            for slot in slots:
+                dead = slot.process.poll() is not None
+                late = slot.student and time.monotonic() - slot.started > options.timeout_submission
+                if dead or late:
+                    if slot.student:
+                        reason = (
+                            f"submission time limit ({options.timeout_submission} s) exceeded: 0 points"
+                            if late
+                            else "grader error (the worker stopped): 0 points, please review"
+                        )
+                        zero_in_gradebook(db_path, course, slot.student)
+                        statuses[slot.student] = {"status": extra[slot.student] + [reason], "key": keys[slot.student]}
+                        bar.update(1)
+                    slot.stop()
+                    slots[slot.index] = _Slot(slot.index, runs[slot.index], course)
+            if time.monotonic() - last_csv > CSV_EVERY_SECONDS:
+                _write_statuses(out_dir, statuses)
+                write_grades_csv(out_dir)
+                last_csv = time.monotonic()
+    finally:
+        for slot in slots:
+            if slot.student and stopping:
+                statuses.pop(slot.student, None)  # not finished: graded again on the next run
+            slot.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        bar.close()
+        shutil.rmtree(scratch_root, ignore_errors=True)
+        _write_statuses(out_dir, statuses)
+        if stopping:
+            publish_feedback(out_dir)
+            write_grades_csv(out_dir)
+    if stopping:
+        done = sum(1 for entry in statuses.values() if "key" in entry)
+        raise GradingStopped(
+            f"stopped by signal {stopping[0]} with {done} of {total} submissions graded; grades.csv and feedback/ hold "
+            f"those. Run the same `dora-lab grade` command again to grade the rest."
+        )
+
+
+class GradingStopped(LabGradingError):
+    """The run was stopped (Ctrl-C, SIGTERM): what was done is saved, and the same command resumes."""
+
+
+def _message(line: str) -> dict:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _record(student_id: str, course: Path, statuses: dict, keys: dict, extra: dict) -> None:
+    path = result_path(course, student_id)
+    result = Result(**json.loads(path.read_text())) if path.is_file() else Result(student_id, ["grader error: no result"])
+    statuses[student_id] = {"status": extra[student_id] + result.status, "seconds": result.seconds, "key": keys[student_id]}
+
+
+def _read_statuses(out_dir: Path) -> dict[str, dict]:
+    path = out_dir / STATUS_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def _write_statuses(out_dir: Path, statuses: dict) -> None:
+    tmp = out_dir / f"{STATUS_FILE}.tmp"
+    tmp.write_text(json.dumps(statuses, indent=1, sort_keys=True))
+    tmp.replace(out_dir / STATUS_FILE)
 
 
 def publish_feedback(out_dir: Path) -> None:
     """Copy nbgrader's feedback to OUT_DIR/feedback/<student_id>/dora_lab.html (a short page when there is none)."""
     course = out_dir / "course"
-    statuses = json.loads((out_dir / STATUS_FILE).read_text()) if (out_dir / STATUS_FILE).is_file() else {}
+    statuses = _read_statuses(out_dir)
     target_root = out_dir / "feedback"
     shutil.rmtree(target_root, ignore_errors=True)
     for student_id, entry in sorted(statuses.items()):
@@ -358,12 +397,16 @@ def publish_feedback(out_dir: Path) -> None:
 def regenerate_feedback(out_dir: Path) -> None:
     """Rebuild every student's feedback from the gradebook (after manual grading of the written answers)."""
     from labhelpers.grading.course import nbgrader_api
+    from labhelpers.grading.worker import TIDIED
 
     out_dir = out_dir.resolve()
     course = out_dir / "course"
-    api = nbgrader_api(course_config(course, out_dir / "gradebook.db"))
+    config = course_config(course, out_dir / "gradebook.db")
+    config.CourseDirectory.submitted_directory = TIDIED
+    api = nbgrader_api(config)
     for folder in sorted((course / "autograded").iterdir()) if (course / "autograded").is_dir() else []:
         result = api.generate_feedback(ASSIGNMENT, folder.name, force=True)
         if not result["success"]:
             raise LabGradingError(f"nbgrader generate_feedback failed for {folder.name}:\n{result.get('error', '')}")
     publish_feedback(out_dir)
+

@@ -58,8 +58,6 @@ def grade_rows(out_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
                     pending += grade.max_score
             entry = statuses.get(student.id, {})
             status = list(entry.get("status", []))
-            if entry.get("review"):
-                status.append("review answer code mentioning: " + ", ".join(entry["review"]))
             rows.append(
                 {
                     "student_id": student.id,

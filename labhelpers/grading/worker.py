@@ -1,66 +1,54 @@
-"""Grade one submission: nbgrader autograde in the sandbox, the clean re-check, then nbgrader feedback.
+"""Grade submissions one after another: tidy, run the notebook and the probes in sandboxes, judge, score, feed back.
 
-Runs in its own process (``python -m labhelpers.grading.worker JOB.json``) so that the batch can hold it to the
-per-submission time limit and kill it without losing the others.
+One worker process per grading slot (``python -m labhelpers.grading.worker RUN.json``) reads one student id per line
+on stdin and answers with one line of JSON on stdout when that student is done. It never runs student code itself:
+the notebook runs in a sandboxed kernel (nbgrader's autograde with labhelpers.grading.execute), the probes in a
+second sandbox that sees only labhelpers.probes, and this process judges their records and writes the gradebook and
+the feedback. The batch kills a worker that overruns a submission's time and starts another.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-import subprocess
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
 
-from labhelpers.grading.course import ASSIGNMENT, NOTEBOOK, course_config, grade_cells, nbgrader_api, setup_sources
+from labhelpers.course import ASSIGNMENT, NOTEBOOK
+from labhelpers.grading.calls import CheckCall, graded_cells, with_secret_seeds
+from labhelpers.grading.course import course_config, nbgrader_api, setup_sources
 from labhelpers.grading.execute import SandboxedExecute
-from labhelpers.grading.sandbox import Sandbox, SandboxKernelManager, make_sandbox, remove_sandbox
+from labhelpers.grading.feedback import annotate, grader_paths, plain_page
+from labhelpers.grading.judging import Verdict, judge_cell
+from labhelpers.grading.matching import tidy
+from labhelpers.grading.probing import run_probes
+from labhelpers.grading.sandbox import Limits, SandboxKernelManager, make_sandbox, remove_sandbox
 
-# Answer code that reaches for the grading machinery is listed for the instructor to read (the score is unchanged).
-_REVIEW_WORDS = (
-    "allclose",
-    "torch.testing",
-    "assert_close",
-    "labhelpers.checks",
-    "check_",
-    "builtins",
-    "sys.modules",
-    "__dict__",
-    "setattr(",
-    "_getframe",
-    "inspect.",
-    "ctypes",
-    "gc.get",
-    "threading",
-    "signal.",
-    "os._exit",
-    "sys.exit",
-    "subprocess",
-    "/proc",
-    "nbgrader",
-)
+TIDIED = "tidied"
+"""The course folder nbgrader's autograde reads submissions from: the student's notebook rebuilt on the release."""
+PEFT_DORA_STUB = Path(__file__).with_name("peft_dora_stub.py")
+"""What the probe sandbox sees in place of PEFT's DoRA layer (graded answers may not delegate to it)."""
 
 
 @dataclass
-class Job:
-    """What the batch asks a worker to do for one student (serialised as JSON)."""
+class Run:
+    """What every submission of one grading run shares (written once by the batch as JSON)."""
 
     course_root: str
     db_path: str
-    student_id: str
-    slot: int
+    out_dir: str
     scratch_root: str
+    slot: int
     timeout_cell: int
-    deadline: float
+    timeout_submission: int
     memory_bytes: int
     threads: int
+    data_dir: str | None = None
     hide: list[str] = field(default_factory=list)
-    switch_user: bool = True
-    uid_base: int = 61000
 
 
 @dataclass
@@ -69,8 +57,7 @@ class Result:
 
     student_id: str
     status: list[str] = field(default_factory=list)
-    review: list[str] = field(default_factory=list)
-    recheck_failed: dict[str, str] = field(default_factory=dict)
+    verdicts: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -78,112 +65,8 @@ def result_path(course_root: Path, student_id: str) -> Path:
     return course_root / "results" / f"{student_id}.json"
 
 
-def tampering_report(course_root: Path, student_id: str, source: nbformat.NotebookNode) -> list[str]:
-    """Say which instructor cells of the submission differ from the release or are gone (nbgrader restored them)."""
-    submitted = course_root / "submitted" / student_id / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-    released = nbformat.read(course_root / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
-    mine = {
-        cell.metadata.get("nbgrader", {}).get("grade_id"): cell
-        for cell in nbformat.read(submitted, as_version=4).cells
-    }
-    instructor = _instructor_ids(source)
-    edited, deleted = [], []
-    for cell in released.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in instructor:
-            if grade_id not in mine:
-                deleted.append(grade_id)
-            elif mine[grade_id].source != cell.source or mine[grade_id].cell_type != cell.cell_type:
-                edited.append(grade_id)
-    report = []
-    if edited:
-        report.append("edited instructor cells restored: " + ", ".join(edited))
-    if deleted:
-        report.append("deleted instructor cells restored: " + ", ".join(deleted))
-    return report
-
-
-def _instructor_ids(source: nbformat.NotebookNode) -> set[str]:
-    ids = set()
-    for cell in source.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade_id") and not meta.get("solution"):
-            ids.add(meta["grade_id"])
-    return ids
-
-
-def answer_sources(notebook: nbformat.NotebookNode, source: nbformat.NotebookNode) -> list[str]:
-    """Return the student's code cells (answer cells and cells they added), in order; never the instructor's."""
-    instructor = _instructor_ids(source)
-    answers = []
-    for cell in notebook.cells:
-        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade_id") not in instructor:
-            answers.append(cell.source)
-    return answers
-
-
-def recheck(
-    job: Job, sandbox, notebook: nbformat.NotebookNode, source: nbformat.NotebookNode, grade_ids: list[str]
-) -> tuple[dict, list[str], str]:
-    """Run verify.py sandboxed on the student's definitions and the instructor's test cells `grade_ids`.
-
-    Returns:
-        ({grade_id: (passed, message)}, notes about the answer cells, why it stopped early or "").
-    """
-    nonce = secrets.token_hex(16)
-    tests = [
-        {"grade_id": cell.grade_id, "source": cell.source}
-        for cell in grade_cells(source)
-        if cell.autograded and cell.grade_id in grade_ids
-    ]
-    request = {
-        "nonce": nonce,
-        "timeout": job.timeout_cell,
-        "preload": ["labhelpers.checks"],
-        "answers": answer_sources(notebook, source),
-        "setup": setup_sources(source),
-        "tests": tests,
-    }
-    budget = max(5.0, job.deadline - time.time() - 10)
-    command = sandbox.command([sys.executable, "-P", "-m", "labhelpers.grading.verify"])
-    results, notes, stopped = {}, [], ""
-    try:
-        completed = subprocess.run(command, input=json.dumps(request), capture_output=True, text=True, timeout=budget)
-        lines, code = completed.stdout.splitlines(), completed.returncode
-    except subprocess.TimeoutExpired as error:
-        lines, code = (error.stdout or b"").decode(errors="replace").splitlines(), None
-    done = False
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict) or record.get("nonce") != nonce:
-            continue
-        if "setup_error" in record:
-            notes.append(f"the instructor's setup cells failed in the clean re-check: {record['setup_error']}")
-        elif "notes" in record:
-            notes = [str(note) for note in record["notes"]][:10]
-        elif "grade_id" in record and record["grade_id"] not in results:
-            results[record["grade_id"]] = (record.get("passed") is True, str(record.get("message", "")))
-        elif record.get("done"):
-            done = True
-    if not done:
-        stopped = "the clean re-check stopped early" + (
-            f" (exit code {code})" if code is not None else " (time limit)"
-        )
-    return results, notes, stopped
-
-
-def _fail_recheck_in_gradebook(job: Job, failed: dict[str, str]) -> None:
-    from nbgrader.api import Gradebook
-
-    config = course_config(Path(job.course_root), Path(job.db_path))
-    with Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id) as gradebook:
-        for grade_id in failed:
-            grade = gradebook.find_grade(grade_id, NOTEBOOK, ASSIGNMENT, job.student_id)
-            grade.auto_score = 0
-        gradebook.db.commit()
+def _notebook_path(course_root: Path, area: str, student_id: str) -> Path:
+    return course_root / area / student_id / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
 
 
 def zero_in_gradebook(db_path: Path, course_root: Path, student_id: str) -> None:
@@ -193,107 +76,160 @@ def zero_in_gradebook(db_path: Path, course_root: Path, student_id: str) -> None
     from nbgrader.api import Gradebook
 
     config = course_config(course_root, db_path)
-    with (
-        warnings.catch_warnings(),
-        Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id) as gradebook,
-    ):
-        # nbgrader's own submission creation triggers harmless SQLAlchemy autoflush warnings.
-        warnings.simplefilter("ignore")
-        gradebook.update_or_create_student(student_id)
-        submission = gradebook.update_or_create_submission(ASSIGNMENT, student_id)
+    with warnings.catch_warnings(), Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id) as book:
+        warnings.simplefilter("ignore")  # nbgrader's own submission creation triggers SQLAlchemy autoflush warnings
+        book.update_or_create_student(student_id)
+        submission = book.update_or_create_submission(ASSIGNMENT, student_id)
         for notebook in submission.notebooks:
             for grade in notebook.grades:
                 grade.auto_score = 0
                 grade.manual_score = None
                 grade.needs_manual_grade = False
-        gradebook.db.commit()
+        book.db.commit()
 
 
-def phase_a_scores(job: Job) -> dict[str, float]:
-    """Return the autograder's score of every graded cell of the student's submission in the gradebook."""
-    from nbgrader.api import Gradebook
+class Worker:
+    """Grades the submissions of one slot; holds what they share (course, release, test cells, secret calls)."""
 
-    config = course_config(Path(job.course_root), Path(job.db_path))
-    with Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id) as gradebook:
-        notebook = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, job.student_id)
-        return {grade.name: (grade.auto_score or 0.0) for grade in notebook.grades}
+    def __init__(self, run: Run):
+        from labhelpers.grading.calls import course_secret
 
+        self.run = run
+        self.course = Path(run.course_root)
+        self.source = nbformat.read(self.course / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+        self.release = nbformat.read(self.course / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+        self.cells = graded_cells(self.source)
+        secret = course_secret(Path(run.out_dir))
+        self.calls = {cell.grade_id: [with_secret_seeds(call, secret) for call in cell.calls] for cell in self.cells}
+        self.preamble = setup_sources(self.source)
+        self.limits = Limits(memory_bytes=run.memory_bytes, threads=run.threads)
+        self.config = course_config(self.course, Path(run.db_path))
+        configure_autograde(self.config, run.timeout_cell)
+        self.api = nbgrader_api(self.config)
+        self.paths = grader_paths(
+            [run.out_dir, run.scratch_root, *run.hide, *([run.data_dir] if run.data_dir else [])]
+        )
 
-def _new_sandbox(job: Job) -> Sandbox:
-    return make_sandbox(
-        Path(job.scratch_root),
-        job.slot,
-        switch_user=job.switch_user,
-        uid_base=job.uid_base,
-        memory_bytes=job.memory_bytes,
-        threads=job.threads,
-        hide=tuple(Path(p) for p in job.hide),
-    )
+    def grade(self, student_id: str) -> Result:
+        """Grade the notebook in submitted/<student_id>/ and write its feedback."""
+        started = time.time()
+        deadline = started + self.run.timeout_submission - 5
+        result = Result(student_id)
+        try:
+            self._grade(student_id, deadline, result)
+        finally:
+            result.seconds = round(time.time() - started, 1)
+        return result
 
+    def _grade(self, student_id: str, deadline: float, result: Result) -> None:
+        submitted = nbformat.read(_notebook_path(self.course, "submitted", student_id), as_version=4)
+        tidied = tidy(submitted, self.release)
+        if tidied.notes:
+            result.status.append(tidied.status)
+        result.status += [f"answer not found: {grade_id} (its tests score 0)" for grade_id in tidied.missing]
+        target = _notebook_path(self.course, TIDIED, student_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(tidied.notebook, target)
+        timestamp = _notebook_path(self.course, "submitted", student_id).with_name("timestamp.txt")
+        if timestamp.is_file():
+            target.with_name("timestamp.txt").write_text(timestamp.read_text())
 
-def grade_submission(job: Job) -> Result:
-    """Autograde, re-check and write feedback for one student whose notebook is in submitted/."""
-    started = time.time()
-    course_root = Path(job.course_root)
-    result = Result(student_id=job.student_id)
-    source = nbformat.read(course_root / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
-    sandbox = _new_sandbox(job)
-    SandboxKernelManager.sandbox = sandbox
-    try:
-        config = course_config(course_root, Path(job.db_path))
-        configure_autograde(config, job.timeout_cell)
-        api = nbgrader_api(config)
-        outcome = api.autograde(ASSIGNMENT, job.student_id, force=True, create=True)
-        print(f"autograde: {time.time() - started:.1f} s", flush=True)
-        result.status += SandboxedExecute.last_events
-        log = outcome.get("log", "")
-        result.status += tampering_report(course_root, job.student_id, source)
-        if not outcome["success"]:
-            print(log, outcome.get("error", ""), flush=True)
-            result.status.append("nbgrader autograde failed (see the log in course/logs/): 0 points")
-            zero_in_gradebook(Path(job.db_path), course_root, job.student_id)
-            return result
-        autograded = _autograded(course_root, job.student_id)
-        scores = phase_a_scores(job)
-        answers = answer_sources(autograded, source)
-        result.review = sorted({word for word in _REVIEW_WORDS for text in answers if word in text})
-        # Only tests that scored can be wrongly won: the re-check runs those (none: nothing to re-check).
-        scored = [
-            cell.grade_id for cell in grade_cells(source) if cell.autograded and scores.get(cell.grade_id, 0) > 0
-        ]
-        failed, notes = {}, []
-        if scored:
-            # A fresh scratch folder and no process left from the notebook run: nothing it wrote can reach the re-check.
+        # 1. The notebook's own run, for the feedback and the written answers: its results are never counted.
+        sandbox = make_sandbox(
+            Path(self.run.scratch_root), self.run.slot, "notebook", self.limits,
+            data_dir=Path(self.run.data_dir) if self.run.data_dir else None,
+        )  # fmt: skip
+        SandboxKernelManager.sandbox = sandbox
+        try:
+            outcome = self.api.autograde(ASSIGNMENT, student_id, force=True, create=True)
+        finally:
+            SandboxKernelManager.sandbox = None
             remove_sandbox(sandbox)
-            sandbox = _new_sandbox(job)
-            checks, notes, stopped = recheck(job, sandbox, autograded, source, scored)
-            print(f"clean re-check done: {time.time() - started:.1f} s", flush=True)
-            if stopped:
-                result.status.append(stopped)
-                result.status += [note for note in notes if note.startswith("the instructor's setup")]
-            for grade_id in scored:
-                passed, message = checks.get(grade_id, (False, "no result from the clean re-check"))
-                if not passed:
-                    failed[grade_id] = message
-        if failed:
-            _fail_recheck_in_gradebook(job, failed)
-            _annotate(course_root, job.student_id, failed)
-            result.recheck_failed = failed
-            result.status.append("failed the clean re-check: " + ", ".join(failed))
-            result.status += [note for note in notes if note not in result.status]
-        feedback = api.generate_feedback(ASSIGNMENT, job.student_id, force=True)
-        print(f"feedback done: {time.time() - started:.1f} s", flush=True)
+        result.status += SandboxedExecute.last_events
+        if not outcome["success"]:
+            print(outcome.get("log", ""), outcome.get("error", ""), file=sys.stderr, flush=True)
+            result.status.append("nbgrader could not run the notebook (see the log): tests judged on the definitions")
+            zero_in_gradebook(Path(self.run.db_path), self.course, student_id)
+
+        # 2. The probes, in a sandbox that sees no reference code, on inputs from the course's secret seeds.
+        answers = [
+            {"label": _label(cell), "source": cell.source}
+            for cell in tidied.notebook.cells
+            if cell.cell_type == "code"
+            and (cell.metadata.get("nbgrader", {}).get("solution") or "nbgrader" not in cell.metadata)
+        ]
+        calls: list[CheckCall] = [call for cell in self.cells for call in self.calls[cell.grade_id]]
+        probe_box = make_sandbox(
+            Path(self.run.scratch_root), self.run.slot, "probe", self.limits, overlays=_probe_overlays()
+        )
+        try:
+            folder, notes = run_probes(probe_box, answers, self.preamble, calls, self.run.timeout_cell, deadline)
+            result.status += notes
+            # 3. The judge, here: it reads the records as data and scores every test cell.
+            verdicts = {cell.grade_id: judge_cell(cell, self.calls[cell.grade_id], folder) for cell in self.cells}
+        finally:
+            remove_sandbox(probe_box)
+        result.verdicts = {grade_id: asdict(verdict) for grade_id, verdict in verdicts.items()}
+        result.status += _verdict_notes(verdicts)
+        self._score(student_id, verdicts)
+        points = {cell.grade_id: cell.points for cell in self.cells}
+        if not outcome["success"]:
+            page = _notebook_path(self.course, "feedback", student_id).with_suffix(".html")
+            page.parent.mkdir(parents=True, exist_ok=True)
+            page.write_text(plain_page(student_id, verdicts, points, result.status))
+            return
+        autograded = _notebook_path(self.course, "autograded", student_id)
+        disagreed = annotate(autograded, verdicts, points, self.paths)
+        if disagreed:
+            result.status.append(
+                "the notebook's own run disagreed on " + ", ".join(disagreed) + " (the grader's verdict counts)"
+            )
+        feedback = self.api.generate_feedback(ASSIGNMENT, student_id, force=True)
         if not feedback["success"]:
             result.status.append("nbgrader generate_feedback failed")
-        return result
-    finally:
-        SandboxKernelManager.sandbox = None
-        remove_sandbox(sandbox)
-        result.seconds = round(time.time() - started, 1)
+
+    def _score(self, student_id: str, verdicts: dict[str, Verdict]) -> None:
+        """Write the judge's scores into the gradebook (the notebook run's own scores are replaced)."""
+        from nbgrader.api import Gradebook
+
+        config = self.config
+        with Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id) as book:
+            for cell in self.cells:
+                grade = book.find_grade(cell.grade_id, NOTEBOOK, ASSIGNMENT, student_id)
+                grade.auto_score = cell.points if verdicts[cell.grade_id].passed else 0.0
+            book.db.commit()
+
+
+def _label(cell: nbformat.NotebookNode) -> str:
+    grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+    return f"answer cell {grade_id}" if grade_id else "a cell you added"
+
+
+def _probe_overlays() -> dict[Path, Path]:
+    """{PEFT's DoRA module: the stub the probe sandbox shows instead}."""
+    import peft.tuners.lora
+
+    return {Path(peft.tuners.lora.__file__).with_name("dora.py"): PEFT_DORA_STUB}
+
+
+def _verdict_notes(verdicts: dict[str, Verdict]) -> list[str]:
+    """Status notes for test failures a human should know about (delegation, time-outs, missing records, our errors)."""
+    said = {
+        "unavailable": "used the lab's reference code or PEFT's DoRA layer (no points)",
+        "timeout": "check did not finish in time",
+        "no record": "no usable record from the checks",
+        "grader error": "GRADER ERROR, please review",
+    }
+    notes = []
+    for reason, text in said.items():
+        ids = [grade_id for grade_id, verdict in verdicts.items() if verdict.reason == reason]
+        if ids:
+            notes.append(f"{text}: {', '.join(ids)}")
+    return notes
 
 
 def configure_autograde(config, timeout_cell: int) -> None:
-    """Set nbgrader autograde up with the sandboxed executor, restored test cells and the cell time limit."""
+    """Set nbgrader autograde up with the sandboxed executor, the tidied notebooks and the cell time limit."""
     from nbconvert.preprocessors import ClearMetadataPreprocessor
     from nbgrader.preprocessors import (
         AssignLatePenalties,
@@ -303,15 +239,11 @@ def configure_autograde(config, timeout_cell: int) -> None:
         SaveAutoGrades,
     )
 
+    config.CourseDirectory.submitted_directory = TIDIED
     config.Autograde.autograde_preprocessors = [
-        SandboxedExecute,
-        IgnorePattern,
-        ClearMetadataPreprocessor,
-        LimitOutput,
-        SaveAutoGrades,
-        AssignLatePenalties,
+        SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties,
         CheckCellMetadata,
-    ]
+    ]  # fmt: skip
     config.Execute.timeout = timeout_cell
     config.Execute.startup_timeout = 120
     # Output still in flight after a cell's reply is waited for, never turned into a failure: on a busy machine a
@@ -319,40 +251,30 @@ def configure_autograde(config, timeout_cell: int) -> None:
     config.Execute.iopub_timeout = 30
     config.Execute.raise_on_iopub_timeout = False
     config.Execute.execute_retries = 0
-    # A deleted test cell comes back from the gradebook (and fails if the answer is wrong), never scores by absence.
     config.OverwriteCells.add_missing_cells = True
     config.Autograde.create_student = True
 
 
-def _autograded_path(course_root: Path, student_id: str) -> Path:
-    return course_root / "autograded" / student_id / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-
-
-def _autograded(course_root: Path, student_id: str) -> nbformat.NotebookNode | None:
-    path = _autograded_path(course_root, student_id)
-    return nbformat.read(path, as_version=4) if path.is_file() else None
-
-
-def _annotate(course_root: Path, student_id: str, failed: dict[str, str]) -> None:
-    """Add the clean re-check's message to the test cells it failed, so the feedback shows why they scored 0."""
-    path = _autograded_path(course_root, student_id)
-    notebook = nbformat.read(path, as_version=4)
-    for cell in notebook.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in failed:
-            text = f"Clean re-check (your definitions only, in a fresh process) failed: {failed[grade_id]}"
-            cell.setdefault("outputs", []).append(
-                nbformat.v4.new_output("error", ename="CleanRecheckFailed", evalue=text, traceback=[text])
-            )
-    nbformat.write(notebook, path)
-
-
 def main() -> None:
-    job = Job(**json.loads(Path(sys.argv[1]).read_text()))
-    result = grade_submission(job)
-    path = result_path(Path(job.course_root), job.student_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(result), indent=1))
+    run = Run(**json.loads(Path(sys.argv[1]).read_text()))
+    worker = Worker(run)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        student_id = line.strip()
+        if not student_id:
+            continue
+        try:
+            result = worker.grade(student_id)
+        except Exception:  # one submission's failure is reported, and the worker goes on with the next
+            traceback.print_exc()
+            result = Result(
+                student_id,
+                status=[f"grader error ({traceback.format_exc(limit=1).strip().splitlines()[-1]}): please review"],
+            )
+        path = result_path(worker.course, student_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(result), indent=1))
+        print(json.dumps({"done": student_id}), flush=True)
 
 
 if __name__ == "__main__":

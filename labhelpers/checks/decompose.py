@@ -1,0 +1,193 @@
+"""Exercise 1's judge: decompose_weight against the definition W = m · V/‖V‖, one magnitude per output feature.
+
+Conventions, as in nn.Linear and PEFT: a weight is (out_features, in_features) and DoRA keeps one magnitude per
+OUTPUT feature, the norm of each row (dim=1) — PEFT's `get_weight_norm` and the authors' code (NVlabs/DoRA) both
+normalise dim=1, and the authors confirmed the per-output-feature reading of the paper's ambiguous W ∈ R^{d×k}
+(nbasyl/DoRA#1). Reading "column norm" literally on nn.Linear's weight (dim=0) is the mistake explained here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from labhelpers.checks.core import (
+    CheckFailed,
+    Mistake,
+    assert_close,
+    describe_facts,
+    expect_tensor,
+    explain,
+    is_close,
+    recognise,
+    run_check,
+    student_error,
+    unchanged,
+)
+from labhelpers.probes.core import Observation
+from labhelpers.probes.decompose import DecomposeSpec, cases, probe
+
+AXIS_EXPLANATION = (
+    "DoRA keeps one magnitude per output feature: the norm over dim=1 of the (out, in) weight, as PEFT and the "
+    "authors' code compute it. (nn.Linear stores W as (out_features, in_features), so one output feature is one row.)"
+)
+
+
+def row_norms(W: torch.Tensor) -> torch.Tensor:
+    """Return the row norms of W as (out_features, 1)."""
+    return torch.linalg.vector_norm(W, dim=1, keepdim=True)
+
+
+def judge_magnitude_shape(obs: Observation, key: str, W: torch.Tensor, what: str) -> None:
+    """Explain the usual wrong magnitude shapes (dim=0, no keepdim) before the generic shape check."""
+    out_features, in_features = W.shape
+    facts = obs.facts.get(key) or {}
+    if facts.get("kind") in ("tensor", "parameter") and tuple(facts["shape"]) != (out_features, 1):
+        shape = tuple(facts["shape"])
+        if shape in ((1, in_features), (in_features,), (in_features, 1)) and in_features != out_features:
+            raise CheckFailed(
+                f"{what} has shape {shape}, expected ({out_features}, 1): you took the norm over dim=0 (one per input "
+                f"feature). {AXIS_EXPLANATION} Use torch.linalg.vector_norm(W, dim=1, keepdim=True)."
+            )
+        if shape == (out_features,):
+            raise CheckFailed(
+                f"{what} has shape {shape}, expected ({out_features}, 1): keep the reduced dimension (keepdim=True) "
+                f"so that magnitude broadcasts over each row of W."
+            )
+    expect_tensor(obs, key, what, shape=(out_features, 1))
+
+
+def judge(spec: DecomposeSpec, obs: Observation) -> str:
+    """Judge decompose_weight's observations; return the summary of a pass or raise CheckFailed."""
+    n_checks = 0
+    for case in cases(spec):
+        W, key = case.W, case.key
+        out_features, in_features = W.shape
+        what = f"decompose_weight(W) with {case.text}"
+        student_error(obs, f"{key}/error")
+        result = obs.facts.get(f"{key}/result")
+        if result is None:
+            raise CheckFailed(f"{what} was not run (the probe stopped before it).")
+        if result["kind"] == "none":
+            raise CheckFailed(f"{what} returned None: did you forget `return magnitude, direction`?")
+        if result["kind"] != "sequence" or result["length"] != 2:
+            got = describe_facts(result)
+            if result["kind"] in ("tensor", "parameter"):
+                got = f"a single tensor of shape {tuple(result['shape'])}"
+            raise CheckFailed(f"{what} should return two tensors, `return magnitude, direction`, but returned {got}.")
+        if not unchanged(obs, f"{key}/W_after", W):
+            raise CheckFailed(
+                f"{what} modified W in place: compute new tensors (W / norm) instead of in-place operations (W /= norm, "
+                f"W.div_(...), W[...] = ...), since W is the layer's pretrained weight."
+            )
+        zero_hint = (
+            "An all-zero row has no direction: divide it by 1 instead of 0 (or clamp the denominator, "
+            "norm.clamp_min(1e-12)) so that the row stays zero."
+            if case.zero_row is not None
+            else ""
+        )
+        judge_magnitude_shape(obs, f"{key}/magnitude", W, f"the magnitude returned by {what}")
+        direction_facts = obs.facts.get(f"{key}/direction") or {}
+        if direction_facts.get("kind") in ("tensor", "parameter") and tuple(direction_facts["shape"]) == (
+            in_features,
+            out_features,
+        ) != (out_features, in_features):
+            raise CheckFailed(
+                f"the direction returned by {what} has shape ({in_features}, {out_features}), expected "
+                f"({out_features}, {in_features}): it is transposed; keep W's (out_features, in_features) layout."
+            )
+        values = {}
+        for name, shape in (("magnitude", (out_features, 1)), ("direction", tuple(W.shape))):
+            values[name] = expect_tensor(
+                obs, f"{key}/{name}", f"the {name} returned by {what}", shape=shape, dtype=W.dtype, hint=zero_hint
+            )
+            device = obs.facts[f"{key}/{name}"]["device"]
+            if device != str(W.device):
+                raise CheckFailed(
+                    f"the {name} returned by {what} is on {device}, W on {W.device}: keep W's device (no "
+                    f".cpu()/.cuda(); create new tensors with device=W.device or *_like(W))."
+                )
+        magnitude, direction = values["magnitude"], values["direction"]
+        reference = row_norms(W.double())
+        if not is_close(magnitude, reference.to(W.dtype)):
+            if _epsilon_matches(magnitude, reference):
+                row = case.zero_row if case.zero_row is not None else int((magnitude.double() - reference).argmax())
+                raise CheckFailed(
+                    f"the magnitude returned by {what} is {float(magnitude[row, 0] - reference[row, 0]):.2g} more than "
+                    f"the norm of row {row} ({float(reference[row, 0]):.6g}): you added an epsilon to the magnitude (or clamped it). Clamp the "
+                    f"denominator, not the magnitude: direction = W / magnitude.clamp_min(1e-12), with magnitude = "
+                    f"||W_i|| exactly."
+                )
+            assert_close(
+                magnitude,
+                reference,
+                f"the magnitude returned by {what}",
+                hint=explain(recognise(magnitude, _magnitude_mistakes(W, reference), pairs=False))
+                or "magnitude[i] should be the L2 norm of row i of W, ||W[i, :]||.",
+            )
+        nonzero = reference.view(-1) > 0
+        assert_close(
+            row_norms(direction.double())[nonzero],
+            torch.ones_like(reference[nonzero]).to(W.dtype),
+            f"the row norms of the direction returned by {what}",
+            hint="every non-zero row of direction should have norm 1: direction = W / magnitude.",
+        )
+        assert_close(
+            magnitude * direction,
+            W,
+            f"magnitude * direction returned by {what}",
+            hint="magnitude * direction should rebuild W exactly; did you normalise over the wrong dimension or "
+            "rescale W?",
+        )
+        n_checks += 1
+    shapes = ", ".join(str(tuple(s)) for s in spec.shapes)
+    return (
+        f"{n_checks} checks on shapes {shapes} ({', '.join(spec.dtypes)}, with and without a zero row): row-norm "
+        f"magnitude, unit directions, exact reconstruction, W unchanged"
+    )
+
+
+def _magnitude_mistakes(W: torch.Tensor, reference: torch.Tensor) -> list[Mistake]:
+    """Return the known wrong magnitudes of W (reference: the row norms, float64)."""
+    return [
+        Mistake(
+            "the magnitude should be the L2 norm of each row, not its square: take the square root "
+            "(torch.linalg.vector_norm(W, dim=1, keepdim=True)).",
+            value=lambda: reference**2,
+        ),
+        Mistake(
+            "the magnitude should be the L2 norm of each row, not the sum of absolute values (L1 norm).",
+            value=lambda: W.double().abs().sum(dim=1, keepdim=True),
+        ),
+        Mistake(
+            "the magnitude is all ones: it should be the norm of each row of W.",
+            value=lambda: torch.ones_like(reference),
+        ),
+    ]
+
+
+def _epsilon_matches(actual: torch.Tensor, reference: torch.Tensor) -> bool:
+    """Tell whether actual is the row norms plus a small positive amount (an epsilon added to, or a clamp of, them)."""
+    extra = actual.double() - reference
+    return bool((extra >= -1e-12).all() and (extra <= 1e-3).all() and (extra > 0).any())
+
+
+def check_decompose_weight(
+    decompose_weight: Callable,
+    shapes: Sequence[Sequence[int]] = DecomposeSpec.shapes,
+    seeds: Sequence[int] = DecomposeSpec.seeds,
+    dtypes: Sequence[torch.dtype | str] = (torch.float64, torch.float32),
+) -> None:
+    """Check decompose_weight(W) -> (magnitude, direction) on random weights, with and without a zero row.
+
+    Args:
+        decompose_weight: the student's function; W: (out_features, in_features) ->
+            magnitude (out_features, 1), direction (out_features, in_features).
+        shapes: weight shapes (out_features, in_features) to try.
+        seeds: random seeds of the weights.
+        dtypes: floating dtypes to try.
+    """
+    __tracebackhide__ = True
+    spec = DecomposeSpec.make(shapes=shapes, seeds=seeds, dtypes=dtypes)
+    run_check("decompose_weight", probe, judge, decompose_weight, spec)

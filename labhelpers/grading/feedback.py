@@ -1,0 +1,138 @@
+"""What the student reads: the judge's verdict under each test cell, and no trace of the grading machine.
+
+The autograded notebook holds the outputs of the notebook's own run. Before nbgrader turns it into feedback HTML, each
+test cell gets the judge's verdict (the score is the judge's), saying so when the notebook's own run of that cell
+disagreed, and every output is cleaned of the grader's paths (its Python, project, data and scratch folders).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import nbformat
+
+from labhelpers.config import PROJECT_ROOT
+from labhelpers.grading.judging import Verdict
+
+VERDICT_OUTPUT = "dora-lab-verdict"
+"""Metadata key marking the verdict output added to a test cell."""
+
+
+def notebook_passed(cell: nbformat.NotebookNode) -> bool:
+    """Tell whether the notebook's own run passed a test cell: nbgrader's rule, no error output."""
+    return not any(output.get("output_type") == "error" for output in cell.get("outputs", []))
+
+
+def verdict_output(verdict: Verdict, points: float, notebook_passed: bool) -> nbformat.NotebookNode:
+    """Return the display output that shows the judge's verdict on a test cell."""
+    score = points if verdict.passed else 0
+    head = f"Grader: {'passed' if verdict.passed else 'failed'} ({score:g} / {points:g} points)"
+    note = ""
+    if notebook_passed != verdict.passed:
+        note = (
+            "Your notebook's own run of this cell passed, but the grader's check of your definitions on new inputs "
+            "failed; the grader's verdict counts."
+            if notebook_passed
+            else "Your notebook's own run of this cell failed (see above), but the grader's check of your definitions "
+            "passed; the grader's verdict counts."
+        )
+    text = "\n".join(part for part in (head, verdict.message, note) if part)
+    colour = "#1a7f37" if verdict.passed else "#cf222e"
+    body = (
+        f"<div style='border-left: 4px solid {colour}; padding: 4px 10px; margin: 4px 0'>"
+        f"<b style='color: {colour}'>{html.escape(head)}</b><br>{html.escape(verdict.message)}"
+        + (f"<br><i>{html.escape(note)}</i>" if note else "")
+        + "</div>"
+    )
+    return nbformat.v4.new_output(
+        "display_data", data={"text/plain": text, "text/html": body}, metadata={VERDICT_OUTPUT: True}
+    )
+
+
+def grader_paths(extra: Iterable[str | os.PathLike] = ()) -> dict[str, str]:
+    """Return {path on the grading machine: what the student sees instead}, longest first."""
+    places = {
+        sys.prefix: "<python>",
+        sys.base_prefix: "<python>",
+        os.path.realpath(sys.prefix): "<python>",
+        os.path.realpath(sys.base_prefix): "<python>",
+        str(PROJECT_ROOT): "<lab>",
+        os.path.expanduser("~"): "~",
+        **{str(path): "<grader>" for path in extra},
+    }
+    places = {path: shown for path, shown in places.items() if path and path not in ("/", ".")}
+    return dict(sorted(places.items(), key=lambda item: -len(item[0])))
+
+
+def redact(text: str, paths: Mapping[str, str]) -> str:
+    """Replace every grading-machine path in text."""
+    for path, shown in paths.items():
+        text = text.replace(path, shown)
+    return text
+
+
+def _redact_output(output: nbformat.NotebookNode, paths: Mapping[str, str]) -> None:
+    if "text" in output:
+        output["text"] = redact(output["text"], paths)
+    if "traceback" in output:
+        output["traceback"] = [redact(line, paths) for line in output["traceback"]]
+    if "evalue" in output:
+        output["evalue"] = redact(output["evalue"], paths)
+    for mime, value in output.get("data", {}).items():
+        if mime.startswith("text/") or mime.endswith("json"):
+            if isinstance(value, str):
+                output["data"][mime] = redact(value, paths)
+            elif isinstance(value, list):
+                output["data"][mime] = [redact(v, paths) if isinstance(v, str) else v for v in value]
+
+
+def annotate(
+    path: Path, verdicts: Mapping[str, Verdict], points: Mapping[str, float], paths: Mapping[str, str]
+) -> list[str]:
+    """Add each test cell's verdict to the autograded notebook at path, clean every output; return disagreements.
+
+    Args:
+        path: the autograded notebook (rewritten in place).
+        verdicts: {grade_id: the judge's verdict}.
+        points: {grade_id: the test cell's points}.
+        paths: from grader_paths().
+
+    Returns:
+        The grade_ids whose verdict differs from the notebook's own run.
+    """
+    notebook = nbformat.read(path, as_version=4)
+    disagreed = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            _redact_output(output, paths)
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in verdicts and cell.cell_type == "code":
+            own = notebook_passed(cell)
+            if own != verdicts[grade_id].passed:
+                disagreed.append(grade_id)
+            cell.outputs = [o for o in cell.outputs if not o.get("metadata", {}).get(VERDICT_OUTPUT)]
+            cell.outputs.append(verdict_output(verdicts[grade_id], points[grade_id], own))
+    nbformat.write(notebook, path)
+    return disagreed
+
+
+def plain_page(
+    student_id: str, verdicts: Mapping[str, Verdict], points: Mapping[str, float], status: list[str]
+) -> str:
+    """Return a feedback page of the verdicts alone, for a submission nbgrader could not run as a notebook."""
+    rows = "".join(
+        f"<tr><td>{html.escape(grade_id)}</td><td>{points[grade_id] if v.passed else 0:g} / {points[grade_id]:g}</td>"
+        f"<td>{html.escape(v.message)}</td></tr>"
+        for grade_id, v in verdicts.items()
+    )
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in status)
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>feedback</title></head><body>"
+        f"<h1>Feedback for {html.escape(student_id)}</h1><ul>{items}</ul>"
+        f"<table border='1' cellpadding='4'><tr><th>test</th><th>points</th><th>grader's verdict</th></tr>{rows}</table>"
+        f"</body></html>"
+    )
