@@ -147,7 +147,7 @@ def test_run_check_raises_from_the_students_exception_so_their_frames_show(capsy
         AssertionError, match=re.escape("f() raised ValueError: shapes do not match. Fix the error")
     ) as info:
         run_check("f", _failing_probe, _judge_from_error, student, None)
-    assert isinstance(info.value.__cause__, ValueError) and type(info.value) is AssertionError
+    assert isinstance(info.value.__cause__, ValueError) and type(info.value).__name__ == "AssertionError"
     with pytest.raises(AssertionError, match=re.escape("replace `raise NotImplementedError()` with your code")):
         run_check("f", _failing_probe, _judge_from_error, lambda: (_ for _ in ()).throw(NotImplementedError()), None)
     run_check("f", _failing_probe, _judge_from_error, lambda: None, None)
@@ -198,3 +198,21 @@ def test_a_spec_normalises_notebook_arguments_and_rejects_bad_ones():
     with pytest.raises(TypeError, match="unexpected argument"):
         DecomposeSpec.make(shape=(3, 4))
     assert issubclass(DecomposeSpec, Spec)
+
+
+def test_the_traceback_a_student_sees_shows_their_code_not_the_checks():
+    def student():
+        raise ValueError("shapes do not match")
+
+    with pytest.raises(AssertionError) as info:
+        run_check("f", _failing_probe, _judge_from_error, student, None)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(info.value._render_traceback_()))
+    assert "raise ValueError" in shown and "shapes do not match" in shown
+    assert "labhelpers" not in shown and shown.rstrip().endswith(
+        "Fix the error in your code (the traceback above shows the line), then run the check again."
+    )
+    with pytest.raises(AssertionError) as info:
+        run_check("f", lambda student, spec: Observation(), lambda spec, obs: expect_tensor(obs, "x", "x"), None, None)
+    assert info.value._render_traceback_() == [
+        "\x1b[0;31mAssertionError\x1b[0m: x was not recorded: the check stopped before it."
+    ]

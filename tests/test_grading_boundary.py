@@ -98,9 +98,9 @@ def test_an_unexpected_dtype_is_refused(tmp_path):
     [
         ({"__missing__": "decompose_weight"}, "missing", "`decompose_weight` is not defined by your answers"),
         ({"__timeout__": 60}, "timeout", "did not finish within 60 s"),
-        ({"__grader_error__": "KeyError"}, "grader error", "an error in the grader, not in your code"),
+        ({"__probe_error__": "TypeError: boom"}, "no record", "the check stopped while recording what your code did"),
     ],
-    ids=["missing-target", "timeout", "runner-error"],
+    ids=["missing-target", "timeout", "probe-error"],
 )
 def test_special_and_forged_records_get_a_verdict_not_a_crash(tmp_path, facts, reason, phrase):
     write(Observation(facts=facts), tmp_path / "t.0")

@@ -359,6 +359,34 @@ def student_error(obs: Observation, key: str, fallback_what: str = "") -> None:
     )
 
 
+class CheckAssertion(AssertionError):
+    """What a check raises in the notebook: an AssertionError whose traceback shows the student's code, not the check.
+
+    IPython renders an exception through its `_render_traceback_` when it has one: here the frames of the student's
+    own code that raised (if that is what failed; the check's frames are hidden by __tracebackhide__), then the
+    message. Its name stays "AssertionError", the name students know (and nbgrader's feedback shows).
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        lines: list[str] = []
+        cause = self.__cause__
+        if cause is not None and cause.__traceback__ is not None:
+            try:
+                from IPython.core.interactiveshell import InteractiveShell
+
+                lines += InteractiveShell.instance().InteractiveTB.structured_traceback(
+                    type(cause), cause, cause.__traceback__
+                )
+                lines.append("\nThe check failed because of that error in your code:\n")
+            except Exception:  # outside IPython: the message alone
+                pass
+        lines.append(f"\x1b[0;31mAssertionError\x1b[0m: {self}")
+        return lines
+
+
+CheckAssertion.__name__ = CheckAssertion.__qualname__ = "AssertionError"
+
+
 def run_check(
     name: str,
     probe: Callable[[Any, Any], Observation],
@@ -377,5 +405,5 @@ def run_check(
         details = judge(spec, observation)
     except CheckFailed as failure:
         cause = observation.exceptions.get(failure.cause) if failure.cause else None
-        raise AssertionError(str(failure)) from cause
+        raise CheckAssertion(str(failure)) from cause
     print(f"✔ {name} passed: {details}")

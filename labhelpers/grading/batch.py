@@ -251,19 +251,20 @@ def grade(
         trouble = problem()
         if trouble:
             warnings.warn(trouble, stacklevel=2)
-        _grade_all(todo, course, db_path, out_dir, options, statuses, progress=progress, total=len(submissions), done_before=done_before, tqdm=tqdm)
+        hidden = [str(out_dir), str(submissions_dir), str(source_notebook.resolve().parent.parent)]
+        _grade_all(todo, course, db_path, out_dir, hidden, options, statuses, progress=progress, total=len(submissions), done_before=done_before, tqdm=tqdm)
     publish_feedback(out_dir)
     return write_grades_csv(out_dir)
 
 
-def _grade_all(todo, course, db_path, out_dir, options, statuses, *, progress, total, done_before, tqdm) -> None:
+def _grade_all(todo, course, db_path, out_dir, hidden, options, statuses, *, progress, total, done_before, tqdm) -> None:
     """Hand the submissions to `options.jobs` workers; record each result as it comes; stop cleanly when told to."""
     jobs = max(1, min(options.jobs, MAX_SLOTS, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     scratch_root = Path(tempfile.mkdtemp(prefix="dora-grading-"))
     os.chmod(scratch_root, 0o711)
     data_dir = get_config().data_dir
-    hidden = [str(out_dir), str(scratch_root), str(SOURCE_NOTEBOOK.parent.parent)]
+    hidden = [*hidden, str(scratch_root)]
     runs = [
         Run(
             course_root=str(course), db_path=str(db_path), out_dir=str(out_dir), scratch_root=str(scratch_root),

@@ -55,8 +55,13 @@ def judge_call(call: CheckCall, folder: Path) -> tuple[bool, str, str]:
         )
     if "__timeout__" in obs.facts:
         return False, f"the check did not finish within {obs.facts['__timeout__']} s.", "timeout"
-    if "__grader_error__" in obs.facts:
-        return False, "the grader could not run this check (an error in the grader, not in your code).", "grader error"
+    if "__probe_error__" in obs.facts:
+        return (
+            False,
+            f"the check stopped while recording what your code did ({obs.facts['__probe_error__']}); did your code "
+            f"change functions of the lab or of the libraries?",
+            "no record",
+        )
     spec_class, _ = PROBES[call.check]
     try:
         spec = spec_class.from_json(call.spec)

@@ -218,7 +218,7 @@ def _verdict_notes(verdicts: dict[str, Verdict]) -> list[str]:
         "unavailable": "used the lab's reference code or PEFT's DoRA layer (no points)",
         "timeout": "check did not finish in time",
         "no record": "no usable record from the checks",
-        "grader error": "GRADER ERROR, please review",
+        "grader error": "the grader could not judge, please review",
     }
     notes = []
     for reason, text in said.items():
