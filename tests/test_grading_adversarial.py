@@ -49,7 +49,13 @@ PATCH_NUMPY = (
     "import numpy\nnumpy.allclose = lambda *a, **k: True\nnumpy.isclose = lambda *a, **k: True\n"
     "numpy.testing.assert_allclose = lambda *a, **k: None\n"
 )
-PATCH_BUILTINS = "import builtins\nbuiltins.abs = lambda x: 0 * x\nbuiltins.max = lambda *a, **k: 0\nbuiltins.all = lambda x: True\n"
+PATCH_BUILTINS = (
+    "import builtins\n"
+    "builtins.abs = lambda x: 0 * x\n"
+    "builtins.all = lambda x: True\n"
+    "builtins.round = lambda *a, **k: 0\n"
+    "builtins.sum = lambda *a, **k: 0\n"
+)
 REDEFINE_CHECK = (
     "import labhelpers.checks as _checks\n"
     "_checks.check_decompose_weight = lambda *a, **k: print('✔')\n"
@@ -162,12 +168,15 @@ DELEGATE_CHECK_REFERENCE = (
 )
 SEARCH_THE_DISK = (
     "import os\n"
+    "_seen = 0\n"
     "for _root, _dirs, _files in os.walk('/'):\n"
+    "    _seen += 1\n"
     "    _dirs[:] = [d for d in _dirs if os.path.join(_root, d) not in ('/proc', '/sys', '/dev', '/usr')\n"
     "                and d not in ('site-packages', 'lib', 'include', 'share')]\n"
     "    for _name in _files:\n"
     "        if _name.endswith(('.ipynb', '.csv', '.db')) or _name.startswith('grading_secret'):\n"
     "            print('FOUND', os.path.join(_root, _name))\n"
+    "print('searched', _seen, 'folders')\n"
 )
 NETWORK = (
     "import socket\n"
@@ -355,7 +364,7 @@ CASES = [
     ("thread_forges_records", (), (1,), "ok"),
     ("atexit_forges_records", (), (1,), "ok"),
     ("planted_records", (), (2,), "no usable record from the checks: dora_linear_matches_peft"),
-    ("forged_probe", (), (1, 2), None),
+    ("forged_probe", (), (1, 2), "no usable record from the checks: " + D1 + ", " + D2),
     ("delegate_peft_dora", (), (2,), UNAVAILABLE.format(D2) + "; " + DISAGREE.format(D2)),
     ("delegate_lab_analysis", (5,), (5,), UNAVAILABLE.format(D5) + "; " + DISAGREE.format(D5)),
     ("delegate_check_reference", (), (1,), UNAVAILABLE.format(D1) + "; " + DISAGREE.format(D1)),
@@ -370,8 +379,13 @@ CASES = [
     ),
     ("search_the_disk", (), (), "ok"),
     ("network", (), (), "ok"),
-    ("writes_everywhere", (), (), "ok"),
-    ("kill_everything", (), (), "ok"),
+    (
+        "writes_everywhere",
+        (),
+        (),
+        "the kernel was killed by signal 9 in cell decompose_weight; " + DISAGREE.format(D1 + ", " + D2),
+    ),
+    ("kill_everything", (), (), "the kernel was killed by signal 9 in cell dora_linear; " + DISAGREE.format(D2)),
     ("os_exit", (), (), "the kernel exited with code 0 in cell dora_linear; " + DISAGREE.format(D2)),
     ("wrong_name", (), (), "notebook named my_dora_lab.ipynb, graded as dora_lab.ipynb"),
 ]
@@ -420,12 +434,18 @@ def test_no_student_wrote_outside_its_sandbox_or_reached_the_grader(hostile_clas
     assert not (PROJECT_ROOT / CANARY).exists() and not (PROJECT_ROOT / "labhelpers" / "checks" / CANARY).exists()
     assert not (Path("/root") / CANARY).exists()
     printed = _outputs(hostile_class, "writes_everywhere", EX1)
-    assert "WROTE" not in printed and printed.count("refused") == 7 and "grader survived" in printed
+    # Its last act, killing its parent, ends its own sandbox (the kernel), never the grader: the class was graded.
+    assert (
+        "WROTE" not in printed
+        and printed.count("refused") == 7
+        and len(hostile_class["rows"]) == len(CASES) + len(BROKEN) + 1
+    )
 
 
 def test_searching_the_disk_finds_only_its_own_files(hostile_class):
-    found = [line for line in _outputs(hostile_class, "search_the_disk", EX1).splitlines() if line.startswith("FOUND")]
-    assert found and all(line.startswith("FOUND /home/student/") for line in found), found
+    printed = _outputs(hostile_class, "search_the_disk", EX1)
+    found = [line for line in printed.splitlines() if line.startswith("FOUND")]
+    assert "searched" in printed and all(line.startswith("FOUND /home/student/") for line in found), found
 
 
 def test_there_is_no_network(hostile_class):

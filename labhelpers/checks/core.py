@@ -49,6 +49,8 @@ NUMBER_RTOL_FLOAT32 = 1e-4
 """The same, when the student's tensors were float32."""
 NUMBER_ATOL = 1e-9
 """Absolute tolerance of a returned Python float near zero."""
+SETTING_RTOL = 1e-12
+"""Relative tolerance of a setting the student stores (scaling, dropout probability): a float computed the same way."""
 
 
 class CheckFailed(AssertionError):

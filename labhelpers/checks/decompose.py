@@ -28,6 +28,9 @@ from labhelpers.checks.core import (
 from labhelpers.probes.core import Observation
 from labhelpers.probes.decompose import DecomposeSpec, cases, probe
 
+EPSILON_LIMIT = 1e-3
+"""Largest amount by which a magnitude above the row norms reads as an added epsilon (rather than another mistake)."""
+
 AXIS_EXPLANATION = (
     "DoRA keeps one magnitude per output feature: the norm over dim=1 of the (out, in) weight, as PEFT and the "
     "authors' code compute it. (nn.Linear stores W as (out_features, in_features), so one output feature is one row.)"
@@ -170,7 +173,7 @@ def _magnitude_mistakes(W: torch.Tensor, reference: torch.Tensor) -> list[Mistak
 def _epsilon_matches(actual: torch.Tensor, reference: torch.Tensor) -> bool:
     """Tell whether actual is the row norms plus a small positive amount (an epsilon added to, or a clamp of, them)."""
     extra = actual.double() - reference
-    return bool((extra >= -1e-12).all() and (extra <= 1e-3).all() and (extra > 0).any())
+    return bool((extra >= 0).all() and (extra <= EPSILON_LIMIT).all() and (extra > 0).any())
 
 
 def check_decompose_weight(

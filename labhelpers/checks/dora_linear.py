@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from labhelpers.checks.core import (
+    SETTING_RTOL,
     CheckFailed,
     Mistake,
     assert_close,
@@ -203,14 +204,14 @@ def _judge_structure(obs: Observation, case: DoRALinearCase) -> None:
     if not isinstance(scaling, (int, float)):
         raise CheckFailed(f"DoRALinear.scaling should be the number lora_alpha / r, got {describe_facts(facts)}.")
     expected_scaling = case.lora_alpha / case.r
-    if abs(scaling - expected_scaling) > 1e-12 * max(1.0, abs(expected_scaling)):
+    if abs(scaling - expected_scaling) > SETTING_RTOL * max(1.0, abs(expected_scaling)):
         wrong = {
             float(case.lora_alpha): "lora_alpha alone",
             case.r / case.lora_alpha: "r / lora_alpha",
             1.0: "no scaling at all",
             float(case.r): "r alone",
         }
-        guess = next((name for value, name in wrong.items() if abs(scaling - value) < 1e-12), None)
+        guess = next((name for value, name in wrong.items() if abs(scaling - value) <= SETTING_RTOL * value), None)
         raise CheckFailed(
             f"DoRALinear.scaling is {scaling:g}"
             + (f", which is {guess}" if guess else "")
@@ -231,7 +232,7 @@ def _judge_structure(obs: Observation, case: DoRALinearCase) -> None:
         raise CheckFailed(
             f"DoRALinear.lora_dropout should be a module (nn.Dropout(p) or nn.Identity()), got {describe_facts(facts)}."
         )
-    if facts.get("dropout_p") is not None and abs(facts["dropout_p"] - case.p) > 1e-12:
+    if facts.get("dropout_p") is not None and abs(facts["dropout_p"] - case.p) > SETTING_RTOL:
         raise CheckFailed(f"DoRALinear.lora_dropout has p={facts['dropout_p']}, expected lora_dropout={case.p}.")
     if case.p > 0 and facts.get("type") == "Identity":
         raise CheckFailed(
