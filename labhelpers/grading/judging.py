@@ -53,6 +53,13 @@ def judge_call(call: CheckCall, folder: Path) -> tuple[bool, str, str]:
             f"`class` in a code cell.",
             "missing",
         )
+    if "__ended__" in obs.facts:
+        return (
+            False,
+            f"your code ended the process while this check ran (exit status {obs.facts['__ended__']}): no os._exit, "
+            f"sys.exit or kill in the functions the check calls.",
+            "no record",
+        )
     if "__timeout__" in obs.facts:
         return False, f"the check did not finish within {obs.facts['__timeout__']} s.", "timeout"
     if "__probe_error__" in obs.facts:

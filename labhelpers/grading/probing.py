@@ -27,6 +27,8 @@ OBSERVATIONS = "observations"
 """The folder, in the probe sandbox's workdir, where the runner writes its observations."""
 LOAD_BUDGET = 60
 """Seconds the definitions may take to load (imports of torch and PEFT included) before the statement is skipped."""
+GRACE = 5
+"""Seconds a call has, beyond its time-out, to record that it timed out before the runner is killed."""
 MAX_STARTS = 6
 """Most times the runner is started for one submission (each start skips what stopped the previous one)."""
 
@@ -129,7 +131,7 @@ def run_probes(
             state = _progress(out)
             if state != last:
                 last, since = state, time.monotonic()
-            budget = load_budget if "loading" in state or not state else timeout + 10
+            budget = load_budget if "loading" in state or not state else timeout + GRACE
             if time.monotonic() - since > budget or time.time() > deadline:
                 _stop(process)
                 break
@@ -148,7 +150,10 @@ def run_probes(
             key = state["calling"]
             if not out.is_dir() or out.is_symlink():
                 break
-            write(Observation(facts={"__timeout__": timeout}), _safe_stem(out, key))
+            # Killed by us (no progress): a time-out; otherwise the submission's code ended the process.
+            code = process.returncode
+            facts = {"__timeout__": timeout} if code == -signal.SIGKILL else {"__ended__": code}
+            write(Observation(facts=facts), _safe_stem(out, key))
         else:
             notes.append("the checks stopped before they began (the process exited)")
             break
