@@ -8,6 +8,7 @@ grades as a run from scratch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import json
@@ -72,7 +73,9 @@ class Submission:
 def collect(submissions_dir: Path) -> list[Submission]:
     """List the submissions of a folder (plain or nbgrader's collected layout), keeping only valid notebooks."""
     if not submissions_dir.is_dir():
-        raise LabGradingError(f"{submissions_dir} is not a folder: give the folder holding one <student_id>/ folder per student.")
+        raise LabGradingError(
+            f"{submissions_dir} is not a folder: give the folder holding one <student_id>/ folder per student."
+        )
     submissions = []
     for found in find_submissions(submissions_dir):
         submission = Submission(found.student_id, None, found.timestamp, list(found.problems))
@@ -119,7 +122,9 @@ def prepare_course(out_dir: Path, source_notebook: Path) -> tuple[Path, Path]:
         (the course folder, the gradebook file).
     """
     if not source_notebook.is_file():
-        raise LabGradingError(f"No instructor notebook at {source_notebook}: grading needs the nbgrader source (solutions/).")
+        raise LabGradingError(
+            f"No instructor notebook at {source_notebook}: grading needs the nbgrader source (solutions/)."
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise LabGradingError(f"--out {out_dir} is a file: give a folder (it is created if missing).")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,9 +133,16 @@ def prepare_course(out_dir: Path, source_notebook: Path) -> tuple[Path, Path]:
     target = course / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
     db_path = out_dir / "gradebook.db"
     release = course / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-    if target.is_file() and release.is_file() and db_path.is_file() and target.read_bytes() == source_notebook.read_bytes():
+    if (
+        target.is_file()
+        and release.is_file()
+        and db_path.is_file()
+        and target.read_bytes() == source_notebook.read_bytes()
+    ):
         return course, db_path
-    graded_cells(nbformat.read(source_notebook, as_version=4))  # an unreadable test cell stops here, before any grading
+    graded_cells(
+        nbformat.read(source_notebook, as_version=4)
+    )  # an unreadable test cell stops here, before any grading
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source_notebook, target)
     generate_assignment(course_config(course, db_path), use_database=True)
@@ -197,10 +209,8 @@ class _Slot:
 
     def stop(self) -> None:
         """Kill the worker and everything it started (its sandboxes die with it)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait()
 
 
@@ -237,7 +247,9 @@ def grade(
     for submission in submissions:
         key = _key(submission, source, lab)
         previous = statuses.get(submission.student_id, {})
-        if previous.get("key") == key and (submission.notebook is None or result_path(course, submission.student_id).is_file()):
+        if previous.get("key") == key and (
+            submission.notebook is None or result_path(course, submission.student_id).is_file()
+        ):
             continue  # graded before, nothing changed
         _stage(course, submission)
         if submission.notebook is None:
@@ -252,12 +264,26 @@ def grade(
         if trouble:
             warnings.warn(trouble, stacklevel=2)
         hidden = [str(out_dir), str(submissions_dir), str(source_notebook.resolve().parent.parent)]
-        _grade_all(todo, course, db_path, out_dir, hidden, options, statuses, progress=progress, total=len(submissions), done_before=done_before, tqdm=tqdm)
+        _grade_all(
+            todo,
+            course,
+            db_path,
+            out_dir,
+            hidden,
+            options,
+            statuses,
+            progress=progress,
+            total=len(submissions),
+            done_before=done_before,
+            tqdm=tqdm,
+        )
     publish_feedback(out_dir)
     return write_grades_csv(out_dir)
 
 
-def _grade_all(todo, course, db_path, out_dir, hidden, options, statuses, *, progress, total, done_before, tqdm) -> None:
+def _grade_all(
+    todo, course, db_path, out_dir, hidden, options, statuses, *, progress, total, done_before, tqdm
+) -> None:
     """Hand the submissions to `options.jobs` workers; record each result as it comes; stop cleanly when told to."""
     jobs = max(1, min(options.jobs, MAX_SLOTS, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -267,9 +293,16 @@ def _grade_all(todo, course, db_path, out_dir, hidden, options, statuses, *, pro
     hidden = [*hidden, str(scratch_root)]
     runs = [
         Run(
-            course_root=str(course), db_path=str(db_path), out_dir=str(out_dir), scratch_root=str(scratch_root),
-            slot=slot, timeout_cell=options.timeout_cell, timeout_submission=options.timeout_submission,
-            memory_bytes=options.memory_bytes, threads=threads, data_dir=str(data_dir) if data_dir else None,
+            course_root=str(course),
+            db_path=str(db_path),
+            out_dir=str(out_dir),
+            scratch_root=str(scratch_root),
+            slot=slot,
+            timeout_cell=options.timeout_cell,
+            timeout_submission=options.timeout_submission,
+            memory_bytes=options.memory_bytes,
+            threads=threads,
+            data_dir=str(data_dir) if data_dir else None,
             hide=hidden,
         )  # fmt: skip
         for slot in range(jobs)
@@ -357,8 +390,15 @@ def _message(line: str) -> dict:
 
 def _record(student_id: str, course: Path, statuses: dict, keys: dict, extra: dict) -> None:
     path = result_path(course, student_id)
-    result = Result(**json.loads(path.read_text())) if path.is_file() else Result(student_id, ["grader error: no result"])
-    statuses[student_id] = {"status": extra[student_id] + result.status, "seconds": result.seconds, "key": keys[student_id]}
+    result = (
+        Result(**json.loads(path.read_text())) if path.is_file() else Result(student_id, ["grader error: no result"])
+    )
+    statuses[student_id] = {
+        "status": extra[student_id] + result.status,
+        "seconds": result.seconds,
+        "phases": result.phases,
+        "key": keys[student_id],
+    }
 
 
 def _read_statuses(out_dir: Path) -> dict[str, dict]:
@@ -410,4 +450,3 @@ def regenerate_feedback(out_dir: Path) -> None:
         if not result["success"]:
             raise LabGradingError(f"nbgrader generate_feedback failed for {folder.name}:\n{result.get('error', '')}")
     publish_feedback(out_dir)
-

@@ -14,9 +14,8 @@ import nbformat
 from traitlets.config import Config
 
 from labhelpers.config import PROJECT_ROOT
-from labhelpers.errors import LabGradingError
-
 from labhelpers.course import ASSIGNMENT, COURSE_ID, NOTEBOOK, RELEASE_NOTEBOOK, SOURCE_NOTEBOOK  # noqa: F401
+from labhelpers.errors import LabGradingError
 
 # nbgrader's sections are `## Exercise N: title` markdown headings; grade cells belong to the last one above them.
 _EXERCISE_HEADING = re.compile(r"^##\s+Exercise\s+(\d+)\s*:", re.MULTILINE)

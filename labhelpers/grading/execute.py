@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -36,17 +37,33 @@ def _memory_error(cell: NotebookNode) -> bool:
     return False
 
 
-def _address_space(pid: int | None) -> int | None:
-    """Return the virtual memory size (bytes) of process `pid`, or None when it cannot be read."""
+def _largest_address_space(pid: int | None) -> int | None:
+    """Return the largest virtual memory size (bytes) of process `pid` and its descendants, None if unreadable.
+
+    The kernel manager's process is bwrap; the kernel runs a few processes below it (bwrap's pid 1, then Python).
+    """
     if pid is None:
         return None
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
+    parents, sizes = {}, {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{entry.path}/status") as status:
+                for line in status:
+                    if line.startswith("PPid:"):
+                        parents[int(entry.name)] = int(line.split()[1])
+                    elif line.startswith("VmSize:"):
+                        sizes[int(entry.name)] = int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            continue
+    tree, grew = {pid}, True
+    while grew:
+        below = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    found = [sizes[member] for member in tree if member in sizes]
+    return max(found) if found else None
 
 
 def _error(ename: str, evalue: str) -> NotebookNode:
@@ -93,6 +110,13 @@ class SandboxedExecute(Execute):
         if used + size <= self.max_output_bytes:
             return super().output(outs, msg, display_id, cell_index)
         if used <= self.max_output_bytes:
+            room = self.max_output_bytes - used
+            if msg.get("msg_type") == "stream" and room > 0:
+                # A print loop's output arrives in few large messages: keep the start of the one that overflows.
+                content = msg["content"]
+                super().output(
+                    outs, {**msg, "content": {**content, "text": content["text"][:room]}}, display_id, cell_index
+                )
             outs.append(
                 new_output(
                     "stream", name="stderr", text=f"\n{OUTPUT_TRUNCATED}: more than {self.max_output_bytes} bytes\n"
@@ -151,8 +175,9 @@ class SandboxedExecute(Execute):
 
     async def _after_memory_error(self, cell) -> None:
         """Stop a kernel that still holds most of its memory cap (later cells would fail at random); else go on."""
-        cap = getattr(SandboxKernelManager.sandbox, "memory_bytes", None)
-        used = _address_space(self._kernel_pid())
+        sandbox = SandboxKernelManager.sandbox
+        cap = sandbox.limits.memory_bytes if sandbox is not None else None
+        used = _largest_address_space(self._kernel_pid())
         if cap and used is not None and used >= MEMORY_HELD * cap:
             self._stopped = f"the memory cap ({cap / 2**30:g} GiB) was reached and still held in cell {self._cell_label(cell)}: kernel stopped"
             self.events.append(self._stopped)
@@ -175,6 +200,9 @@ class SandboxedExecute(Execute):
             return "the kernel stopped"
         if code < 0:
             return f"the kernel was killed by signal {-code}"
+        if code > 128:
+            # bwrap reports a command killed by signal N as exit code 128 + N.
+            return f"the kernel was killed by signal {code - 128}"
         return f"the kernel exited with code {code}"
 
     @staticmethod

@@ -59,6 +59,8 @@ class Result:
     status: list[str] = field(default_factory=list)
     verdicts: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each step: notebook (nbgrader autograde in the sandbox), probes, judge, feedback."""
 
 
 def result_path(course_root: Path, student_id: str) -> Path:
@@ -134,6 +136,14 @@ class Worker:
         if timestamp.is_file():
             target.with_name("timestamp.txt").write_text(timestamp.read_text())
 
+        clock = time.monotonic()
+
+        def lap(phase: str) -> None:
+            nonlocal clock
+            now = time.monotonic()
+            result.phases[phase] = round(now - clock, 1)
+            clock = now
+
         # 1. The notebook's own run, for the feedback and the written answers: its results are never counted.
         sandbox = make_sandbox(
             Path(self.run.scratch_root), self.run.slot, "notebook", self.limits,
@@ -145,6 +155,7 @@ class Worker:
         finally:
             SandboxKernelManager.sandbox = None
             remove_sandbox(sandbox)
+        lap("notebook")
         result.status += SandboxedExecute.last_events
         if not outcome["success"]:
             print(outcome.get("log", ""), outcome.get("error", ""), file=sys.stderr, flush=True)
@@ -165,10 +176,12 @@ class Worker:
         try:
             folder, notes = run_probes(probe_box, answers, self.preamble, calls, self.run.timeout_cell, deadline)
             result.status += notes
+            lap("probes")
             # 3. The judge, here: it reads the records as data and scores every test cell.
             verdicts = {cell.grade_id: judge_cell(cell, self.calls[cell.grade_id], folder) for cell in self.cells}
         finally:
             remove_sandbox(probe_box)
+        lap("judge")
         result.verdicts = {grade_id: asdict(verdict) for grade_id, verdict in verdicts.items()}
         result.status += _verdict_notes(verdicts)
         self._score(student_id, verdicts)
@@ -187,6 +200,7 @@ class Worker:
         feedback = self.api.generate_feedback(ASSIGNMENT, student_id, force=True)
         if not feedback["success"]:
             result.status.append("nbgrader generate_feedback failed")
+        lap("feedback")
 
     def _score(self, student_id: str, verdicts: dict[str, Verdict]) -> None:
         """Write the judge's scores into the gradebook (the notebook run's own scores are replaced)."""
