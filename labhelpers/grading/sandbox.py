@@ -4,7 +4,8 @@ bubblewrap (``bwrap``) builds each sandbox from an empty root and binds into it,
 the Python install, the venv, the lab package and (notebook view) the SST-2 folder; the sandbox's own scratch
 folder is the only writable place. Nothing else of the machine exists inside: no home folders, no other copy of the
 solutions, no classmates' submissions, no network. ``Sandbox.command(argv)`` is a plain argv (``env -i bwrap ...
--- [setpriv ...] prlimit ... -- argv``), so ``subprocess.run`` and jupyter_client's kernel launcher start it alike.
+-- [setpriv ... -- bwrap --disable-userns ...] prlimit ... -- argv``), so ``subprocess.run`` and jupyter_client's
+kernel launcher start it alike.
 
 As root, each concurrent slot also runs as its own unprivileged uid (processes counted and killed per uid); as a
 normal user, bwrap's user namespace is the isolation. Without bwrap, `problem()` says what to install and what is
