@@ -1,23 +1,51 @@
-"""`jupyter lab` starts on a loopback port and serves the student notebooks folder through its REST API."""
+"""`jupyter lab` starts on a loopback port, serves the student notebooks folder through its REST API, and runs offline.
+
+The offline-classroom settings come from `jupyter/` (installed into .venv by `make venv`): JupyterLab's setting
+overrides (no news feed, no update checks in the frontend) and LabApp's config (no news URL, NeverCheckForUpdate).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
-from _jupyter import running_lab
+from _jupyter import free_port, running_lab
 
 from labhelpers.config import PROJECT_ROOT
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
+SETTINGS_SOURCE = PROJECT_ROOT / "jupyter"
+# Where `make venv` installs each settings file: a JupyterLab started from this environment (make lab, a hub's
+# single-user servers) reads the frontend overrides from <prefix>/share/jupyter/lab/settings/overrides.d and
+# LabApp's config from <prefix>/etc/jupyter (both on `jupyter --paths` of the environment).
+INSTALLED_SETTINGS = {
+    "overrides.d/dora-lab.json": Path(sys.prefix) / "share/jupyter/lab/settings/overrides.d/dora-lab.json",
+    "jupyter_lab_config.json": Path(sys.prefix) / "etc/jupyter/jupyter_lab_config.json",
+}
+NOTIFICATION_PLUGIN = "@jupyterlab/apputils-extension:notification"
+PAGE_CONFIG = re.compile(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', re.S)
 
 
 def _get(url: str, token: str):
     request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.load(response)
+
+
+def _page_config(base: str, token: str) -> dict:
+    """The page config JupyterLab's server embeds in /lab for the frontend."""
+    request = urllib.request.Request(f"{base}/lab", headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(PAGE_CONFIG.search(response.read().decode()).group(1))
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +80,81 @@ def test_wrong_token_is_refused(jupyter_lab):
     with pytest.raises(urllib.error.HTTPError) as info:
         _get(f"{base}/api/contents", "not-the-token")
     assert info.value.code == 403
+
+
+@pytest.mark.parametrize("name", sorted(INSTALLED_SETTINGS))
+def test_the_environment_holds_the_offline_settings(name):
+    installed = INSTALLED_SETTINGS[name]
+    assert installed.is_file(), f"{installed} is missing: run `make venv` to install the settings from jupyter/."
+    assert installed.read_bytes() == (SETTINGS_SOURCE / name).read_bytes(), (
+        f"{installed} differs from jupyter/{name}: run `make venv` to install the current settings."
+    )
+
+
+def test_frontend_neither_asks_for_news_nor_checks_for_updates(jupyter_lab):
+    """The settings API serves the notification plugin with our defaults, and the student's own settings are empty."""
+    base, token = jupyter_lab
+    plugin = _get(f"{base}/lab/api/settings/{NOTIFICATION_PLUGIN}", token)
+    defaults = {name: spec["default"] for name, spec in plugin["schema"]["properties"].items()}
+    # fetchNews "none" (JupyterLab's default) asks every student whether to fetch the news; "false" is Never.
+    assert defaults["fetchNews"] == "false", defaults
+    assert defaults["checkForUpdates"] is False, defaults
+    assert plugin["settings"] == {}, "a fresh user has no settings of their own"
+
+
+def test_server_has_news_off_and_never_checks_for_updates(jupyter_lab):
+    from jupyterlab.handlers.announcements import NeverCheckForUpdate
+    from traitlets.utils.importstring import import_item
+
+    base, token = jupyter_lab
+    # LabApp.news_url = None (from jupyter_lab_config.json) turns the news feed off in the page config.
+    assert _page_config(base, token)["news"] == {"disabled": True}
+    assert _get(f"{base}/lab/api/news", token) == {"news": []}
+    config = json.loads(INSTALLED_SETTINGS["jupyter_lab_config.json"].read_text())
+    assert import_item(config["LabApp"]["check_for_updates_class"]) is NeverCheckForUpdate
+    assert _get(f"{base}/lab/api/update", token) == {"notification": None}
+
+
+def test_make_lab_starts_jupyterlab_as_root_too(tmp_path):
+    """`make lab` opens JupyterLab on notebooks/; as root it adds --allow-root and says so."""
+    port, token = free_port(), "make-lab-test-token"
+    env = {
+        **os.environ,
+        "JUPYTER_TOKEN": token,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "BROWSER": "true",  # webbrowser's command: open nothing
+    }
+    log_path = tmp_path / "make-lab.log"
+    base = f"http://127.0.0.1:{port}"
+    with log_path.open("w") as log:
+        # A session of its own, so that the whole process group (make and jupyter) can be stopped afterwards.
+        make = subprocess.Popen(
+            ["make", "--no-print-directory", "lab", f"JUPYTER_PORT={port}"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    contents = _get(f"{base}/api/contents", token)
+                    break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    if make.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"`make lab` did not start JupyterLab:\n{log_path.read_text()}")
+                    time.sleep(0.5)
+            assert "dora" in {item["name"] for item in contents["content"]}
+        finally:
+            os.killpg(make.pid, signal.SIGTERM)
+            try:
+                make.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(make.pid, signal.SIGKILL)
+                make.wait()
+    output = log_path.read_text()
+    said_so = "Running as root: starting JupyterLab with --allow-root." in output
+    assert said_so == (os.geteuid() == 0), output
