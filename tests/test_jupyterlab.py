@@ -113,6 +113,8 @@ def test_server_has_news_off_and_never_checks_for_updates(jupyter_lab):
     config = json.loads(INSTALLED_SETTINGS["jupyter_lab_config.json"].read_text())
     assert import_item(config["LabApp"]["check_for_updates_class"]) is NeverCheckForUpdate
     assert _get(f"{base}/lab/api/update", token) == {"notification": None}
+    # The extension manager neither searches PyPI nor installs into the shared environment.
+    assert _page_config(base, token)["extensionManager"]["can_install"] is False
 
 
 def test_make_lab_starts_jupyterlab_as_root_too(tmp_path):

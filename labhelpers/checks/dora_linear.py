@@ -534,4 +534,4 @@ def check_dora_linear(
         dtype=dtype,
         batch_size=batch_size,
     )
-    run_check("DoRALinear", probe, judge, DoRALinear, spec)
+    run_check(getattr(DoRALinear, "__name__", "DoRALinear"), probe, judge, DoRALinear, spec)
