@@ -19,10 +19,15 @@ endif
 endif
 
 ASSIGNMENT := dora
+PROXY_VERSION := 5.3.0
+PROXY := $(VENV)/node/bin/configurable-http-proxy
 PYTEST_ARGS ?=
 JUPYTER_PORT ?= 8888
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.d/dora-lab.json
+LAB_CONFIG := $(VENV)/etc/jupyter/jupyter_lab_config.json
+LAB_SETTINGS := $(LAB_OVERRIDES) $(LAB_CONFIG)
 
-.PHONY: help venv lab test test-unit lint format test-grading test-browser release data bench bench-grading clean
+.PHONY: help venv lab test test-unit lint format test-grading test-browser test-hub hub-proxy release data bench bench-grading clean
 
 help:
 	@echo "make lab           set up .venv and open JupyterLab on notebooks/"
@@ -31,12 +36,14 @@ help:
 	@echo "make lint          ruff: lint and format check (part of make test); make format rewrites"
 	@echo "make test-grading  only grade the sample classes end to end (part of make test)"
 	@echo "make test-browser  drive JupyterLab in headless Chromium (needs /usr/bin/chromium)"
+	@echo "make test-hub      a class on a real JupyterHub: release, submit, collect, grade, return (root, npm)"
 	@echo "make release       regenerate notebooks/ from solutions/ with nbgrader"
 	@echo "make data          download SST-2 from the hub into data/sst2 (needs network)"
-	@echo "make bench         time lab DoRA, PEFT DoRA and LoRA side by side"
+	@echo "make bench         time the lab's DoRA layers, PEFT's DoRA and LoRA side by side"
 	@echo "make bench-grading grade a sample class serially and with --jobs 2, side by side"
+	@echo "make tune          choose each method's learning rate on held-out train data (hours on 2 cores)"
 
-venv: $(STAMP)
+venv: $(STAMP) $(LAB_SETTINGS)
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ not found: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -46,18 +53,31 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.port=$(JUPYTER_PORT)
+# Settings for an offline classroom (no news feed, no update checks), installed where every JupyterLab started from
+# .venv reads them, `make lab` and a hub's single-user servers alike: the frontend's setting overrides and LabApp's
+# config file, in the environment's share/ and etc/ folders (jupyter --paths).
+$(LAB_OVERRIDES): jupyter/overrides.d/dora-lab.json | $(STAMP)
+	install -D -m 644 $< $@
+
+$(LAB_CONFIG): jupyter/jupyter_lab_config.json | $(STAMP)
+	install -D -m 644 $< $@
+
+# Jupyter refuses to start as root without --allow-root (containers and classroom VMs often run as root).
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+lab: venv
+	$(if $(ALLOW_ROOT),@echo "Running as root: starting JupyterLab with --allow-root.")
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.port=$(JUPYTER_PORT) $(ALLOW_ROOT)
 
 # Everything: unit tests, the solutions notebook (nbval), JupyterLab in Chromium, and sample classes graded end to
 # end. LAB_FAST shrinks training so notebooks and grading run in minutes; pytest uses both cores
 # (--dist loadscope keeps each module, and each notebook's cells, on one worker).
-test: $(STAMP) lint
+test: venv lint
 	LAB_FAST=1 LAB_OUTPUT_DIR=$(abspath outputs/test) $(BIN)/python -m pytest -n 2 --dist loadscope \
 		--nbval-lax --nbval-cell-timeout=600 tests solutions/$(ASSIGNMENT)/dora_lab.ipynb $(PYTEST_ARGS)
 
 # The fast loop (about a minute): unit tests only, no whole notebook, browser, hub or end-to-end grading.
-test-unit: $(STAMP)
+test-unit: venv
 	LAB_FAST=1 LAB_OUTPUT_DIR=$(abspath outputs/test) $(BIN)/python -m pytest -n 2 --dist loadscope \
 		-m "not slow and not browser and not grading_e2e and not hub" tests $(PYTEST_ARGS)
 
@@ -73,8 +93,19 @@ format: $(STAMP)
 test-grading: $(STAMP)
 	LAB_FAST=1 $(BIN)/python -m pytest -n 2 --dist loadscope -m grading_e2e tests/test_grading.py tests/test_grading_adversarial.py $(PYTEST_ARGS)
 
-test-browser: $(STAMP)
+test-browser: venv
 	LAB_FAST=1 $(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
+
+# A class on a real JupyterHub with local users, on loopback (part of `make test`; needs root and hub-proxy).
+test-hub: $(STAMP) $(PROXY)
+	LAB_FAST=1 $(BIN)/python -m pytest -m hub tests/test_hub.py $(PYTEST_ARGS)
+
+# JupyterHub's proxy, configurable-http-proxy from npm, into .venv/node (the hub test finds it there).
+hub-proxy: $(PROXY)
+
+$(PROXY):
+	npm install --global --prefix $(abspath $(VENV))/node --no-fund --no-audit --loglevel=error \
+		configurable-http-proxy@$(PROXY_VERSION)
 
 release: $(STAMP)
 	$(BIN)/dora-lab release
@@ -82,12 +113,22 @@ release: $(STAMP)
 data: $(STAMP)
 	$(BIN)/python -m labhelpers.data download data/sst2
 
+# The model answers (DoRALinear, EfficientDoRALinear) beside PEFT's LoRA and DoRA, on LAB_DEVICE. On a shared machine:
+# make bench BENCH_ARGS="--clock cpu --threads 1" (python -m labhelpers.bench --help lists the options).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m labhelpers.bench --out outputs/bench.json
+	$(BIN)/python -m labhelpers.bench --out outputs/bench.json $(BENCH_ARGS)
 
 # Grades a generated class of 10 serially and with --jobs 2, side by side; prints the ratio (about 10 minutes).
 bench-grading: $(STAMP)
 	LAB_FAST=1 $(BIN)/python scripts/bench_grading.py --students 10 --jobs 2
+
+# Exercise 4's learning rates: every method at every rate of a grid, constant and warm-up schedules, scored on
+# held-out sentences of the train split (never validation); prints the table. TUNE_ARGS="--seeds 0,1" etc.
+TUNE_ARGS ?=
+.PHONY: tune
+tune: $(STAMP)
+	$(BIN)/python scripts/tune.py $(TUNE_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -1,4 +1,4 @@
-"""`dora-lab`: the instructor's commands (release, grade, feedback, export, status, sample-class)."""
+"""`dora-lab`: the instructor's commands (release, collect, grade, feedback, return, export, status, sample-class)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from labhelpers.config import PROJECT_ROOT
+from labhelpers.course import SOURCE_NOTEBOOK
 from labhelpers.errors import LabError
 
 
@@ -13,16 +15,44 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dora-lab",
         description="Release, autograde and return the DoRA lab with nbgrader.",
-        epilog="Typical term: dora-lab release; dora-lab grade submissions/ --out graded/ --jobs 2; "
-        "(grade written answers: cd graded/course && nbgrader formgrader); dora-lab feedback graded/; dora-lab export graded/",
+        epilog="Typical term on a hub (in the course folder, or with --course DIR): dora-lab release --exchange; "
+        "dora-lab collect; dora-lab grade submitted/ --out graded/ --jobs 2; "
+        "(grade written answers: cd graded/course && nbgrader formgrader; then dora-lab feedback graded/); "
+        "dora-lab return graded/; dora-lab export graded/",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
+    course = argparse.ArgumentParser(add_help=False)
+    course.add_argument(
+        "--course",
+        type=Path,
+        default=PROJECT_ROOT,
+        metavar="DIR",
+        help="the course folder holding solutions/dora/dora_lab.ipynb (default: this project)",
+    )
+    release = commands.add_parser(
+        "release",
+        parents=[course],
+        help="regenerate notebooks/dora/dora_lab.ipynb from solutions/ (nbgrader generate_assignment)",
+    )
+    release.add_argument(
+        "--exchange",
+        action="store_true",
+        help="then release it to nbgrader's exchange (release_assignment): students fetch it in the Assignments tab",
+    )
+    release.add_argument("--force", action="store_true", help="with --exchange: replace a release already there")
+
     commands.add_parser(
-        "release", help="regenerate notebooks/dora/dora_lab.ipynb from solutions/ (nbgrader generate_assignment)"
+        "collect",
+        parents=[course],
+        help="copy each student's newest submission from the exchange to COURSE/submitted/ (nbgrader collect)",
     )
 
-    grade = commands.add_parser("grade", help="autograde SUBMISSIONS_DIR/<student_id>/dora_lab.ipynb in sandboxes")
+    grade = commands.add_parser(
+        "grade",
+        parents=[course],
+        help="autograde SUBMISSIONS_DIR/<student_id>/dora_lab.ipynb (or nbgrader's <student_id>/dora/) in sandboxes",
+    )
     grade.add_argument("submissions", type=Path, metavar="SUBMISSIONS_DIR")
     grade.add_argument(
         "--out", type=Path, required=True, metavar="OUT_DIR", help="grades.csv, feedback/, gradebook.db go here"
@@ -42,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     feedback.add_argument("out", type=Path, metavar="OUT_DIR")
 
+    returned = commands.add_parser(
+        "return", help="release OUT_DIR's feedback to the exchange (nbgrader release_feedback): students fetch it"
+    )
+    returned.add_argument("out", type=Path, metavar="OUT_DIR")
+
     export = commands.add_parser("export", help="write grades.csv from OUT_DIR's gradebook")
     export.add_argument("out", type=Path, metavar="OUT_DIR")
     export.add_argument("--csv", type=Path, help="where to write it (default OUT_DIR/grades.csv)")
@@ -58,9 +93,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Run one `dora-lab` command; exit with a one-line message on errors a user can fix."""
+    parser = _parser()
+    options = parser.parse_args(argv)
+    if options.command == "release" and options.force and not options.exchange:
+        parser.error("--force replaces a release in the exchange: give it with --exchange")
     from labhelpers.grading.course import venv_bin_on_path
 
-    options = _parser().parse_args(argv)
     venv_bin_on_path()
     try:
         _run(options)
@@ -70,10 +108,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def _run(options: argparse.Namespace) -> None:
     from labhelpers import grading
-    from labhelpers.grading import commands
+    from labhelpers.grading import commands, exchange
 
-    if options.command == "release":
-        print(f"wrote {grading.release()}")
+    if options.command == "release" and options.exchange:
+        released, warnings = exchange.release_to_exchange(options.course, force=options.force)
+        print(*warnings, f"released {released}/: students fetch it from the Assignments tab", sep="\n")
+    elif options.command == "release":
+        print(f"wrote {grading.release(options.course.resolve())}")
+    elif options.command == "collect":
+        print(exchange.collect_submissions(options.course).summary())
     elif options.command == "grade":
         limits = grading.GradingOptions(
             jobs=options.jobs,
@@ -81,12 +124,17 @@ def _run(options: argparse.Namespace) -> None:
             timeout_submission=options.timeout_submission,
             memory_bytes=int(options.memory_gb * 2**30),
         )
-        path = grading.grade(options.submissions, options.out, limits, progress=not options.quiet)
+        source = options.course / SOURCE_NOTEBOOK.relative_to(PROJECT_ROOT)
+        path = grading.grade(
+            options.submissions, options.out, limits, source_notebook=source, progress=not options.quiet
+        )
         print(commands.summary(path))
         print(f"wrote {path} and {options.out / 'feedback'}/")
     elif options.command == "feedback":
         grading.regenerate_feedback(options.out)
         print(f"wrote {options.out / 'feedback'}/")
+    elif options.command == "return":
+        print(exchange.return_feedback(options.out).summary())
     elif options.command == "export":
         print(f"wrote {grading.write_grades_csv(options.out.resolve(), options.csv)}")
     elif options.command == "status":

@@ -68,6 +68,8 @@ class Submission:
     notebook: Path | None = None
     timestamp: str | None = None
     status: list[str] = field(default_factory=list)
+    exchange_files: list[Path] = field(default_factory=list)
+    """nbgrader's timestamp.txt and submission_secret.txt, kept beside the notebook (`dora-lab return` needs them)."""
 
 
 def collect(submissions_dir: Path) -> list[Submission]:
@@ -78,7 +80,7 @@ def collect(submissions_dir: Path) -> list[Submission]:
         )
     submissions = []
     for found in find_submissions(submissions_dir):
-        submission = Submission(found.student_id, None, found.timestamp, list(found.problems))
+        submission = Submission(found.student_id, None, found.timestamp, list(found.problems), found.exchange_files)
         if found.notebook is not None:
             trouble = unreadable(found.notebook)
             if trouble:
@@ -179,7 +181,9 @@ def _stage(course: Path, submission: Submission) -> None:
     folder.mkdir(parents=True)
     if submission.notebook is not None:
         shutil.copyfile(submission.notebook, folder / f"{NOTEBOOK}.ipynb")
-    if submission.timestamp:
+    for path in submission.exchange_files:
+        shutil.copyfile(path, folder / path.name)
+    if submission.timestamp and not (folder / "timestamp.txt").is_file():
         (folder / "timestamp.txt").write_text(submission.timestamp)
 
 

@@ -280,6 +280,9 @@ def _view_mounts(
         binds.append(("--ro-bind", str(package), str(package)))
     else:
         # Judges, reference code and checks stay outside: only the package's __init__ and its probes exist inside.
+        # Installed into the venv (not editable), the package comes with the venv: an empty folder covers it first.
+        if any(root in package.parents for root in _python_roots()):
+            binds.append(("--tmpfs", str(package)))
         for part in (package / "__init__.py", package / "probes"):
             if not part.exists():
                 raise LabGradingError(f"{part} does not exist: the probe view needs labhelpers/probes/.")
@@ -289,11 +292,11 @@ def _view_mounts(
     if view == "notebook" and data_dir is not None:
         binds.append(("--ro-bind", str(Path(data_dir).resolve()), DATA))
     binds += [("--bind", str(workdir), place) for place in (HOME, "/tmp")]
-    targets = [Path(target) for _, _, target in binds] + [Path("/usr"), Path("/proc"), Path("/dev")]
+    targets = [Path(bind[-1]) for bind in binds] + [Path("/usr"), Path("/proc"), Path("/dev")]
     return [
         *("--ro-bind", "/usr", "/usr", *_system_links()),
         *_mount_points(targets),
-        *(word for bind in binds for word in bind),
+        *(word for bind in binds for word in bind),  # in order: a later mount covers an earlier one
         *("--proc", "/proc", "--dev", "/dev", "--bind", str(workdir), "/dev/shm"),
         # The root and /dev are bwrap's tmpfs: read-only, so that no write lands in unbounded memory.
         *("--remount-ro", "/dev", "--remount-ro", "/"),
@@ -358,6 +361,8 @@ def _environment(home: str, view: str, data: str | None, limits: Limits) -> dict
     )
     if view == "notebook" and data is not None:
         env["LAB_DATA_DIR"] = data
+    # The sandbox imports the lab from where the grader does (also when that is not the editable install's folder).
+    env["PYTHONPATH"] = str(_package_folder().parent)
     return env
 
 

@@ -10,6 +10,7 @@ the feedback. The batch kills a worker that overruns a submission's time and sta
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 import traceback
@@ -132,9 +133,10 @@ class Worker:
         target = _notebook_path(self.course, TIDIED, student_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(tidied.notebook, target)
-        timestamp = _notebook_path(self.course, "submitted", student_id).with_name("timestamp.txt")
-        if timestamp.is_file():
-            target.with_name("timestamp.txt").write_text(timestamp.read_text())
+        for name in ("timestamp.txt", "submission_secret.txt"):  # nbgrader's exchange files travel with the notebook
+            kept = _notebook_path(self.course, "submitted", student_id).with_name(name)
+            if kept.is_file():
+                shutil.copyfile(kept, target.with_name(name))
 
         clock = time.monotonic()
 
@@ -267,6 +269,8 @@ def configure_autograde(config, timeout_cell: int) -> None:
     config.Execute.execute_retries = 0
     config.OverwriteCells.add_missing_cells = True
     config.Autograde.create_student = True
+    # nbgrader makes autograded files read-only (444); the worker adds the verdicts to them afterwards, as any user.
+    config.Autograde.permissions = 644
 
 
 def main() -> None:
