@@ -9,7 +9,9 @@ Exercises 1-2 only, and the untouched release. Both runs must give identical gra
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -17,8 +19,9 @@ from pathlib import Path
 
 import nbformat
 
+from labhelpers.course import SOURCE_NOTEBOOK
 from labhelpers.grading import GradingOptions, grade
-from labhelpers.grading.course import SOURCE_NOTEBOOK, release
+from labhelpers.grading.course import release
 from labhelpers.grading.samples import answered, answers_of_exercises, perfect, write_submission
 
 
@@ -28,9 +31,37 @@ def make_class(folder: Path, source_path: Path, students: int) -> None:
     (course / "solutions" / "dora" / "dora_lab.ipynb").write_bytes(source_path.read_bytes())
     student = nbformat.read(release(course), as_version=4)
     source = nbformat.read(source_path, as_version=4)
-    kinds = [perfect(student, source), answered(student, answers_of_exercises(source, {1, 2})), student]
+    kinds = {
+        "complete": perfect(student, source),
+        "exercises_1_2": answered(student, answers_of_exercises(source, {1, 2})),
+        "untouched": student,
+    }
     for index in range(students):
-        write_submission(folder / "submissions", f"student{index:02d}", kinds[index % len(kinds)])
+        kind = list(kinds)[index % len(kinds)]
+        write_submission(folder / "submissions", f"{kind}_{index:02d}", kinds[kind])
+
+
+def per_submission(graded: Path, total: float, students: int) -> None:
+    """Print each kind's seconds in the worker (median) and the run's set-up share, from status.json."""
+    statuses = json.loads((graded / "status.json").read_text())
+    worked = sum(entry.get("seconds", 0) for entry in statuses.values())
+    setup = max(0.0, total - worked)
+    print(
+        f"  set-up and hand-over (run time minus the workers' time): {setup:.1f} s, {setup / students:.1f} s per submission"
+    )
+    for kind in ("complete", "exercises_1_2", "untouched"):
+        entries = [entry for student, entry in statuses.items() if student.startswith(kind)]
+        if not entries:
+            continue
+        seconds = statistics.median(entry["seconds"] for entry in entries)
+        phases = {
+            phase: statistics.median(entry["phases"].get(phase, 0) for entry in entries)
+            for phase in ("notebook", "probes", "judge", "feedback")
+        }
+        steps = ", ".join(f"{phase} {value:.1f}" for phase, value in phases.items())
+        print(
+            f"  {kind:14} {seconds:5.1f} s in the worker ({steps}); with its set-up share {seconds + setup / students:5.1f} s"
+        )
 
 
 def main() -> None:
@@ -57,6 +88,9 @@ def main() -> None:
             seconds[jobs] = time.perf_counter() - started
             csvs[jobs] = path.read_text()
             loads.append(os.getloadavg()[0])
+            if jobs == 1:
+                print(f"serial run, per submission (median over {options.students}):")
+                per_submission(folder / "graded-1", seconds[1], options.students)
     serial, parallel = seconds[1], seconds[options.jobs]
     print(f"{options.students} submissions on {os.cpu_count()} cores")
     print(f"serial:     {serial:7.1f} s  ({serial / options.students:.1f} s per submission)")
