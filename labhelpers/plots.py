@@ -10,8 +10,9 @@ import numpy as np
 
 from labhelpers import analysis
 
-COLORS = {"lora": "tab:blue", "dora": "tab:orange", "pretrained": "tab:gray"}
-LABELS = {"lora": "LoRA", "dora": "DoRA", "pretrained": "pretrained"}
+COLORS = {"full": "tab:green", "lora": "tab:blue", "dora": "tab:orange", "pretrained": "tab:gray"}
+LABELS = {"full": "full FT", "lora": "LoRA", "dora": "DoRA", "pretrained": "pretrained"}
+CHECKPOINT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def _pyplot():
@@ -40,12 +41,13 @@ def _axes_row(axes, count: int, panel_size: tuple[float, float], what: str = "pa
     return axes[0].figure, axes
 
 
-def _methods(runs: Sequence[Mapping]) -> list[str]:
-    return list(dict.fromkeys(run["method"] for run in runs))
-
-
 def _label(method: str) -> str:
     return LABELS.get(method, method)
+
+
+def _color_of(name: str):
+    """The colour of the method a label names ('after DoRA' -> DoRA's), or None for matplotlib's next colour."""
+    return next((COLORS[m] for m, label in LABELS.items() if name == label or name.endswith(" " + label)), None)
 
 
 def _short_layer(name: str) -> str:
@@ -81,22 +83,21 @@ def save_figure(fig, name: str, output_dir: str | os.PathLike) -> Path:
 # Exercise 4: the comparison
 
 
-def plot_loss_curves(results: Mapping, ax=None):
+def plot_loss_curves(comparison, ax=None):
     """Plot the training loss along training per method: mean over seeds with a ±1 std band.
 
     Args:
-        results: from training.run_comparison (or the loaded ex4_results.json); uses each run's
-            "checkpoint_epoch" and "checkpoint_train_loss" (the mean loss of each chunk between checkpoints).
+        comparison: a training.Comparison; uses each run's checkpoints (epoch, mean loss since the previous one).
         ax: where to draw; None makes a new figure.
 
     Returns:
         The Axes.
     """
     _, ax = _axes(ax)
-    for method in _methods(results["runs"]):
-        runs = [run for run in results["runs"] if run["method"] == method]
-        x = np.asarray(runs[0]["checkpoint_epoch"], dtype=float)
-        losses = np.asarray([run["checkpoint_train_loss"] for run in runs], dtype=float)
+    for method in comparison.methods:
+        runs = comparison.runs_of(method)
+        x = np.asarray([c.epoch for c in runs[0].checkpoints], dtype=float)
+        losses = np.asarray([[c.train_loss for c in run.checkpoints] for run in runs], dtype=float)
         mean = losses.mean(axis=0)
         ax.plot(
             x,
@@ -109,31 +110,36 @@ def plot_loss_curves(results: Mapping, ax=None):
             std = losses.std(axis=0, ddof=1)
             ax.fill_between(x, mean - std, mean + std, color=COLORS.get(method), alpha=0.2)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss (mean over the chunk)")
+    ax.set_ylabel("training loss (mean since the previous point)")
     ax.set_title("Training loss (mean ± std over seeds)")
     ax.legend()
     return ax
 
 
-def plot_accuracy(results: Mapping, ax=None):
+def plot_accuracy(comparison, ax=None):
     """Plot the final validation accuracy per method: a bar at the mean, ±1 std error bar, one dot per seed.
 
+    Dots of the same seed are joined by a grey line: those runs share batches and head init (they are paired).
+
     Args:
-        results: from training.run_comparison (or the loaded ex4_results.json).
+        comparison: a training.Comparison.
         ax: where to draw; None makes a new figure.
 
     Returns:
         The Axes.
     """
-    _, ax = _axes(ax, figsize=(4, 4))
-    methods = _methods(results["runs"])
+    _, ax = _axes(ax, figsize=(4.5, 4))
+    methods = comparison.methods
     lowest = 1.0
+    by_seed: dict[int, list[tuple[int, float]]] = {}
     for i, method in enumerate(methods):
-        accuracy = np.asarray([run["val_accuracy"] for run in results["runs"] if run["method"] == method], dtype=float)
+        runs = comparison.runs_of(method)
+        accuracy = np.asarray([run.val_accuracy for run in runs], dtype=float)
         std = accuracy.std(ddof=1) if accuracy.size > 1 else 0.0
         ax.bar(i, accuracy.mean(), yerr=std, capsize=6, color=COLORS.get(method), alpha=0.6, label=_label(method))
-        offsets = np.linspace(-0.15, 0.15, accuracy.size) if accuracy.size > 1 else np.zeros(1)
-        ax.scatter(i + offsets, accuracy, color="black", s=14, zorder=3)
+        ax.scatter(np.full(accuracy.size, i), accuracy, color="black", s=14, zorder=3)
+        for run in runs:
+            by_seed.setdefault(run.seed, []).append((i, run.val_accuracy))
         ax.annotate(
             f"{accuracy.mean():.3f}",
             (i, accuracy.mean() + std),
@@ -143,26 +149,30 @@ def plot_accuracy(results: Mapping, ax=None):
             textcoords="offset points",
         )
         lowest = min(lowest, float(accuracy.min()))
+    for points in by_seed.values():
+        if len(points) > 1:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, color="gray", linewidth=0.8, alpha=0.7, zorder=2)
     ax.set_xticks(range(len(methods)), [_label(m) for m in methods])
     # Bars start at 0.5 (chance on SST-2's balanced labels), so that differences between methods are visible.
     ax.set_ylim(min(0.5, lowest - 0.02), 1.0)
     ax.set_ylabel("validation accuracy")
-    ax.set_title("Validation accuracy (mean ± std, dots: seeds)")
+    ax.set_title("Validation accuracy (mean ± std; dots: seeds)")
     return ax
 
 
-def plot_comparison(results: Mapping):
+def plot_comparison(comparison):
     """Draw the comparison side by side: loss curves and accuracy bars.
 
     Args:
-        results: from training.run_comparison (or the loaded ex4_results.json).
+        comparison: a training.Comparison.
 
     Returns:
         The Figure.
     """
-    fig, (left, right) = _pyplot().subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
-    plot_loss_curves(results, ax=left)
-    plot_accuracy(results, ax=right)
+    fig, (left, right) = _pyplot().subplots(1, 2, figsize=(11.5, 4), gridspec_kw={"width_ratios": [3, 2]})
+    plot_loss_curves(comparison, ax=left)
+    plot_accuracy(comparison, ax=right)
     fig.tight_layout()
     return fig
 
@@ -171,30 +181,76 @@ def plot_comparison(results: Mapping):
 # Exercise 5: Figure 2 and the weights themselves
 
 
-def plot_magnitude_direction(trajectory: Mapping, axes=None):
-    """Draw the paper's Figure 2: ΔD (x) against ΔM (y), one point per checkpoint and layer, one panel per method.
+def plot_figure2(trajectory, method: str, axes=None):
+    """Draw the paper's Figure 2 for one method: ΔD (x) against ΔM (y), one panel per target (query, then value).
 
-    Colour shows the training step; the title gives Pearson's correlation of ΔD and ΔM.
+    One point per seed, layer and checkpoint: colour = layer, marker = checkpoint; one least-squares line per seed.
+    Each panel's title gives Pearson's r and the within-checkpoint r (mean ± std over seeds) and, for query,
+    the paper's correlation.
 
     Args:
-        trajectory: from analysis.decomposition_trajectory ({method: {"step", "layer", "delta_m", "delta_d", …}}).
-        axes: one Axes per method; None makes a new figure.
+        trajectory: an analysis.Trajectory.
+        method: "full", "lora" or "dora".
+        axes: one Axes per target; None makes a new figure.
 
     Returns:
         The Figure.
     """
-    methods = list(trajectory)
-    fig, axes = _axes_row(axes, len(methods), (5.5, 4.5), what="method")
-    for ax, method in zip(axes, methods):
-        rows = trajectory[method]
-        r = rows.get("correlation", analysis.correlation(rows["delta_d"], rows["delta_m"]))
-        points = ax.scatter(rows["delta_d"], rows["delta_m"], c=rows["step"], cmap="viridis", s=22)
+    from matplotlib.lines import Line2D
+
+    targets = [t for t in trajectory.targets if trajectory.select(method, t)]
+    if not targets:
+        raise ValueError(f"the trajectory has no points of method {method!r}; it has {trajectory.methods}")
+    fig, axes = _axes_row(axes, len(targets), (5.5, 4.6), what="target")
+    paper = trajectory.paper.get("correlation", {})
+    cmap = _pyplot().get_cmap("viridis")
+    for ax, target in zip(axes, targets):
+        points = trajectory.select(method, target)
+        layers = sorted({p.layer for p in points})
+        checkpoints = sorted({p.checkpoint for p in points})
+        colour = {layer: cmap(k / max(1, len(layers) - 1)) for k, layer in enumerate(layers)}
+        for point in points:
+            ax.scatter(
+                point.delta_d,
+                point.delta_m,
+                color=colour[point.layer],
+                marker=CHECKPOINT_MARKERS[(point.checkpoint - 1) % len(CHECKPOINT_MARKERS)],
+                s=26,
+                alpha=0.85,
+                edgecolors="none",
+            )
+        for seed in trajectory.seeds(method):
+            own = trajectory.select(method, target, seed)
+            x = np.asarray([p.delta_d for p in own])
+            b = analysis.slope(x, [p.delta_m for p in own])
+            a = np.mean([p.delta_m for p in own]) - b * x.mean()
+            line_x = np.linspace(x.min(), x.max(), 2)
+            ax.plot(line_x, a + b * line_x, color="black", linewidth=1, alpha=0.6)
+        mean, std, n = trajectory.spread(method, target, "pearson")
+        within, within_std, _ = trajectory.spread(method, target, "within_checkpoint")
+        spread = f" ± {std:.2f}" if n > 1 else ""
+        within_spread = f" ± {within_std:.2f}" if n > 1 else ""
+        reference = f"; paper {paper[method]:+.2f}" if target == "query" and method in paper else ""
+        ax.set_title(
+            f"{target} (paper Fig. {2 if target == 'query' else 7}): r = {mean:+.2f}{spread}{reference}\n"
+            f"within a checkpoint r = {within:+.2f}{within_spread}; {n} seed{'s' * (n > 1)}",
+            fontsize=10,
+        )
         ax.set_xlabel("ΔD (mean 1 − cos per output feature)")
         ax.set_ylabel("ΔM (mean |change of row norm|)")
-        ax.set_title(f"{_label(method)}: correlation {r:+.2f}")
         ax.ticklabel_format(axis="both", style="sci", scilimits=(-2, 3))
-        fig.colorbar(points, ax=ax, label="training step")
-    fig.suptitle("Magnitude vs direction change of the adapted weights (paper Fig. 2)")
+        handles = [
+            Line2D([], [], color=colour[layer], marker="o", linestyle="", label=f"layer {layer}") for layer in layers
+        ]
+        total = len(checkpoints)
+        handles += [
+            Line2D([], [], color="gray", marker=CHECKPOINT_MARKERS[(k - 1) % len(CHECKPOINT_MARKERS)], linestyle="",
+                   label=f"{100 * k / total:.0f} % of training")
+            for k in checkpoints
+        ]  # fmt: skip
+        handles.append(Line2D([], [], color="black", alpha=0.6, label="least squares (per seed)"))
+        ax.legend(handles=handles, fontsize=7, ncol=2, loc="best")
+    fig.suptitle(f"{_label(method)}: magnitude vs direction change of the adapted weights, along training")
     fig.tight_layout()
     return fig
 
@@ -255,7 +311,7 @@ def plot_magnitudes(weights: Mapping, features: slice = slice(0, 48), ax=None):
             norms,
             width=width,
             label=name,
-            color=COLORS.get(name.split()[-1].lower()),
+            color=_color_of(name),
         )
     reference = np.linalg.norm(np.asarray(_numpy(weights[names[0]]), dtype=np.float64), axis=1)[features]
     ax.set_ylim(0.9 * float(reference.min()), None)
@@ -270,36 +326,43 @@ def _numpy(value):
     return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
-def plot_weight_changes(
-    results: Mapping, layer: str | None = None, rows: slice = slice(0, 32), cols: slice = slice(0, 32)
-):
+def plot_weight_changes(comparison, layer: str | None = None, rows: slice = slice(0, 32), cols: slice = slice(0, 32)):
     """Show one adapted layer of the real runs: weight heatmaps and per-output-feature magnitudes.
 
+    Uses each method's first seed, at its final checkpoint.
+
     Args:
-        results: from training.run_comparison with keep_weights=True (in this session).
-        layer: which adapted layer; None takes the `value` projection of the last encoder layer.
+        comparison: a training.Comparison from run_comparison with keep_weights=True (in this session).
+        layer: which adapted layer; None takes the `query` projection of the last encoder layer (Figure 2's target).
         rows, cols: the slice of the weight to show in the heatmaps.
 
     Returns:
         The Figure.
     """
-    saved = results.get("weights") or {}
-    if not saved.get("checkpoints"):
+    finals = {}
+    for method in comparison.methods:
+        last = comparison.runs_of(method)[0].checkpoints[-1]
+        if last.weights:
+            finals[method] = last.weights
+    if not comparison.pretrained or not finals:
         raise ValueError(
             "these results hold no weights: run training.run_comparison (keep_weights=True) in this session"
         )
-    pretrained = saved["pretrained"]
-    finals = {method: run["checkpoints"][-1]["weights"] for method, run in saved["checkpoints"].items()}
     if layer is None:
-        layer = [name for name in next(iter(finals.values())) if name.endswith("value")][-1]
-    weights = {"pretrained": pretrained[layer], **{f"after {_label(m)}": final[layer] for m, final in finals.items()}}
+        layer = [name for name in next(iter(finals.values())) if name.endswith("query")][-1]
+    weights = {
+        "pretrained": comparison.pretrained[layer],
+        **{f"after {_label(m)}": final[layer] for m, final in finals.items()},
+    }
     plt = _pyplot()
     fig = plt.figure(figsize=(4.2 * len(weights), 7.5))
     grid = fig.add_gridspec(2, len(weights), height_ratios=[1.1, 1])
     heat_axes = [fig.add_subplot(grid[0, k]) for k in range(len(weights))]
     plot_weight_heatmaps(weights, rows=rows, cols=cols, axes=heat_axes)
     plot_magnitudes(weights, ax=fig.add_subplot(grid[1, :]))
-    fig.suptitle(f"{_short_layer(layer)} ({layer}): before and after fine-tuning")
+    fig.suptitle(
+        f"{_short_layer(layer)} ({layer}): before and after fine-tuning (seed {comparison.settings.seeds[0]})"
+    )
     fig.tight_layout()
     return fig
 
@@ -308,11 +371,11 @@ def plot_weight_changes(
 # Exercise 3: gradients along training
 
 
-def plot_gradient_norms(stats: Mapping, axes=None):
+def plot_gradient_norms(stats, axes=None):
     """Plot per-step gradient norms of lora_A, lora_B (LoRA and DoRA) and DoRA's magnitude, and both losses.
 
     Args:
-        stats: from analysis.gradient_norms_during_training.
+        stats: an analysis.GradientStats, from analysis.gradient_norms_during_training.
         axes: four Axes (lora_A, lora_B, magnitude, loss); None makes a new figure.
 
     Returns:
@@ -320,18 +383,19 @@ def plot_gradient_norms(stats: Mapping, axes=None):
     """
     names = ("lora_A", "lora_B", "magnitude", "loss")
     fig, axes = _axes_row(axes, len(names), (4.25, 3.8))
-    steps = np.asarray(stats["steps"])
+    steps = np.asarray(stats.steps)
     for ax, name in zip(axes, names):
         for method in ("lora", "dora"):
-            if name in stats.get(method, {}):
-                ax.plot(steps, stats[method][name], color=COLORS[method], label=_label(method), linewidth=1.2)
+            history = getattr(stats, method)
+            if name in history:
+                ax.plot(steps, history[name], color=COLORS[method], label=_label(method), linewidth=1.2)
         ax.set_title(f"‖∂L/∂{name}‖" if name != "loss" else "regression loss (MSE)")
         ax.set_xlabel("step")
         ax.set_yscale("symlog", linthresh=1e-4) if name != "loss" else ax.set_yscale("log")
         ax.legend()
-    out_features, in_features = stats["shape"]
+    out_features, in_features = stats.shape
     fig.suptitle(
-        f"Gradient norms while fitting a teacher on {_short_layer(stats['layer'])} ({out_features}×{in_features})"
+        f"Gradient norms while fitting a teacher on {_short_layer(stats.layer)} ({out_features}×{in_features})"
     )
     fig.tight_layout()
     return fig

@@ -175,7 +175,7 @@ def test_each_mistake_loses_exactly_its_checks_points(graded_class, source, stud
     expected = sum(by_exercise[number] for number in exercises) - points_by_cell(source)[failed_test]
     assert float(rows[student_id]["score"]) == expected
     feedback = html.unescape((out / "feedback" / student_id / "dora_lab.html").read_text())
-    assert phrase in feedback and "Grader: failed (0 / " in feedback
+    assert phrase.lower() in feedback.lower() and "Grader: failed (0 / " in feedback
 
 
 @pytest.mark.grading_e2e

@@ -34,6 +34,18 @@ def make_lora_config(use_dora):
 TINY = training.Settings(seeds=(0,), n_train=32, n_eval=16, checkpoints=2)
 
 
+@pytest.fixture(scope="module")
+def small_bert(base_model_and_tokenizer):
+    """A freshly initialised 2-layer BERT classifier (hidden 16) with MiniLM's tokenizer: seconds per run."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = base_model_and_tokenizer[1]
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=24, max_position_embeddings=128, num_labels=2)  # fmt: skip
+    torch.manual_seed(0)
+    return BertForSequenceClassification(config).eval(), tokenizer
+
+
 def _run(settings, model_and_tokenizer, sst2_dir, output_dir, train=reference_train_one_epoch, **kwargs):
     model, tokenizer = model_and_tokenizer
     return training.run_comparison(
@@ -140,15 +152,16 @@ def test_kept_weights_feed_the_decomposition_trajectory(tiny_run):
         np.testing.assert_allclose([p.delta_m for p in mine], rows["delta_m"], rtol=1e-9)
 
 
-def test_same_seed_runs_are_paired_and_reproducible(base_model_and_tokenizer, sst2_dir, tmp_path):
-    settings = dataclasses.replace(TINY, methods=("lora",))
-    first = _run(settings, base_model_and_tokenizer, sst2_dir, tmp_path / "a", keep_weights=False)
-    again = _run(settings, base_model_and_tokenizer, sst2_dir, tmp_path / "b", keep_weights=False)
-    assert first.runs[0].train_loss == again.runs[0].train_loss
-    assert not first.runs[0].checkpoints[0].weights  # keep_weights=False keeps none
+def test_runs_do_not_depend_on_the_other_methods(tiny_run, base_model_and_tokenizer, sst2_dir, tmp_path):
+    comparison, _, _, _ = tiny_run
+    alone = _run(dataclasses.replace(TINY, methods=("dora",)), base_model_and_tokenizer, sst2_dir, tmp_path,
+                 keep_weights=False)  # fmt: skip
+    # Same seed, same head, adapters, batches and dropout as DoRA's run after full FT and LoRA: paired runs.
+    assert alone.runs[0].train_loss == comparison.runs_of("dora")[0].train_loss
+    assert not alone.runs[0].checkpoints[0].weights  # keep_weights=False keeps none
 
 
-def test_schedule_warms_up_then_decays_inside_the_students_loop(base_model_and_tokenizer, sst2_dir, tmp_path):
+def test_schedule_warms_up_then_decays_inside_the_students_loop(small_bert, sst2_dir, tmp_path):
     seen = []
 
     def train_one_epoch(model, loader, optimizer):
@@ -164,13 +177,15 @@ def test_schedule_warms_up_then_decays_inside_the_students_loop(base_model_and_t
         return sum(losses) / len(losses)
 
     # 4 steps, 1 of warm-up: transformers' linear schedule gives 0, then lr · (4 - k) / 3.
-    settings = dataclasses.replace(TINY, methods=("lora",), n_train=64, warmup_ratio=0.25, checkpoints=4)
-    _run(settings, base_model_and_tokenizer, sst2_dir, tmp_path, train=train_one_epoch, keep_weights=False)
-    lr = training.LEARNING_RATES["lora"]
-    assert seen == pytest.approx([0.0, lr, 2 * lr / 3, lr / 3])
+    settings = dataclasses.replace(
+        TINY, methods=("full", "lora"), n_train=64, schedule="linear", warmup_ratio=0.25, checkpoints=4
+    )
+    _run(settings, small_bert, sst2_dir, tmp_path, train=train_one_epoch, keep_weights=False)
+    rates = training.LEARNING_RATES
+    assert seen == pytest.approx([rates[m] * f for m in ("full", "lora") for f in (0.0, 1.0, 2 / 3, 1 / 3)])
 
 
-def test_a_loop_that_steps_twice_per_batch_is_named(base_model_and_tokenizer, sst2_dir, tmp_path):
+def test_a_loop_that_steps_twice_per_batch_is_named(small_bert, sst2_dir, tmp_path):
     def train_one_epoch(model, loader, optimizer):
         for batch in loader:
             model(**batch).loss.backward()
@@ -181,30 +196,44 @@ def test_a_loop_that_steps_twice_per_batch_is_named(base_model_and_tokenizer, ss
 
     settings = dataclasses.replace(TINY, methods=("lora",))
     with pytest.raises(LabConfigError, match="exactly once per batch"):
-        _run(settings, base_model_and_tokenizer, sst2_dir, tmp_path, train=train_one_epoch)
+        _run(settings, small_bert, sst2_dir, tmp_path, train=train_one_epoch)
 
 
+def test_full_fine_tuning_trains_every_weight(small_bert, sst2_dir, tmp_path):
+    model, _ = small_bert
+    changed = {}
+
+    def train_one_epoch(model, loader, optimizer):
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        loss = reference_train_one_epoch(model, loader, optimizer)
+        changed.update({name: not torch.equal(before[name], p) for name, p in model.named_parameters()})
+        return loss
+
+    comparison = _run(dataclasses.replace(TINY, methods=("full",)), small_bert, sst2_dir, tmp_path,
+                      train=train_one_epoch)  # fmt: skip
+    assert set(changed) == {name for name, _ in model.named_parameters()}
+    assert all(changed.values())  # embeddings, every encoder weight, the pooler and the head
+    final = comparison.runs[0].checkpoints[-1].weights
+    assert all(not torch.equal(final[k], comparison.pretrained[k]) for k in final)
+
+
+# fmt: off
 @pytest.mark.parametrize(
     "batches, epochs, checkpoints, expected",
     [
         (4, 1, 4, [(0, 0, 1, True, False), (0, 1, 2, True, False), (0, 2, 3, True, False), (0, 3, 4, True, True)]),
+        # 10 · k/3 = 3.33, 6.67, 10
         (10, 1, 3, [(0, 0, 3, True, False), (0, 3, 7, True, False), (0, 7, 10, True, True)]),
-        (
-            3,
-            2,
-            4,
-            [
-                (0, 0, 2, True, False),
-                (0, 2, 3, True, True),
-                (1, 0, 1, False, False),
-                (1, 1, 2, True, False),
-                (1, 2, 3, True, True),
-            ],
-        ),  # fmt: skip
+        # 313 · k/4 = 78.25, 156.5 (half up: 157), 234.75, 313
+        (313, 1, 4, [(0, 0, 78, True, False), (0, 78, 157, True, False), (0, 157, 235, True, False),
+                     (0, 235, 313, True, True)]),
+        # 6 · k/4 = 1.5, 3, 4.5, 6 over two epochs of 3 batches
+        (3, 2, 4, [(0, 0, 2, True, False), (0, 2, 3, True, True), (1, 0, 2, True, False), (1, 2, 3, True, True)]),
         (5, 2, 1, [(0, 0, 5, False, True), (1, 0, 5, True, True)]),
     ],
-    ids=["quarters", "thirds-rounded", "across-epochs", "final-only"],
+    ids=["quarters", "thirds-rounded", "student-size", "across-epochs", "final-only"],
 )
+# fmt: on
 def test_segments_end_at_every_checkpoint_and_epoch(batches, epochs, checkpoints, expected):
     assert training._segments(batches, epochs, checkpoints) == expected
 
@@ -240,10 +269,21 @@ def test_settings_reject_unusable_values_by_name(change, message):
 
 
 def test_settings_print_what_is_used():
-    text = str(training.default_settings(False))
-    assert "full FT 0.0001, LoRA 0.002, DoRA 0.002" in text.replace("1e-04", "0.0001")
+    settings = training.Settings(learning_rates={"full": 5e-5, "lora": 2e-3, "dora": 4e-3}, n_train=5000)
+    text = str(settings)
+    assert "full FT 5e-05, LoRA 0.002, DoRA 0.004" in text
     assert "5,000 training sentences in batches of 16 (313 steps)" in text
+    assert f"schedule: {training.schedule_name(settings.schedule, settings.warmup_ratio)}" in text
     assert "25, 50, 75, 100 % of training" in text and "all 872" in text
+
+
+@pytest.mark.parametrize(
+    "schedule, warmup_ratio, name",
+    [("constant_with_warmup", 0.0, "constant"), ("linear", 0.1, "linear decay, 10 % warm-up")],
+    ids=["constant", "linear-warm-up"],
+)
+def test_schedule_names(schedule, warmup_ratio, name):
+    assert training.schedule_name(schedule, warmup_ratio) == name
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["student", "fast"])
@@ -285,8 +325,8 @@ def test_comparison_rejects_unusable_arguments(settings, make_config, message, b
 
 def test_batches_are_moved_to_the_device():
     loader = [{"input_ids": torch.ones(2, 3, dtype=torch.long), "labels": torch.zeros(2, dtype=torch.long)}] * 3
-    batches = list(training._Batches(loader, torch.device("meta")))
-    assert len(batches) == 3
+    batches = list(training._Batches(loader, 2, torch.device("meta")))
+    assert len(batches) == 2  # the first 2 of the 3
     assert {value.device.type for batch in batches for value in batch.values()} == {"meta"}
 
 
@@ -430,6 +470,16 @@ def test_tuning_keeps_warm_up_only_if_it_helps_every_method(warm_up_helps, sched
     assert json.loads(json.dumps(tuning.to_json()))["chosen"] == tuning.chosen
 
 
+def test_tuning_breaks_ties_by_the_lower_training_loss():
+    rows = [
+        training.TuningRow("lora", "linear", 0.1, lr, 0, 0.885, loss, 1.0)
+        for lr, loss in ((1e-3, 0.30), (2e-3, 0.25), (4e-3, 0.28))
+    ]
+    tuning = training.Tuning(rows=rows, n_train=100, n_heldout=1000)
+    tuning.choose()
+    assert tuning.chosen == {"lora": 2e-3}
+
+
 def test_heldout_sample_is_disjoint_from_the_training_sample(sst2_dir):
     from labhelpers.data import load_sst2
 
@@ -439,11 +489,11 @@ def test_heldout_sample_is_disjoint_from_the_training_sample(sst2_dir):
     assert abs(np.mean(heldout["label"]) - np.mean(train_set["label"])) < 0.01  # both stratified
 
 
-def test_tuning_never_reads_the_validation_split(base_model_and_tokenizer, tmp_path, sst2_dir):
+def test_tuning_never_reads_the_validation_split(small_bert, tmp_path, sst2_dir):
     only_train = tmp_path / "sst2"
     only_train.mkdir()
     os.symlink(sst2_dir / "train.tsv", only_train / "train.tsv")  # no validation.tsv: reading it would fail
-    model, tokenizer = base_model_and_tokenizer
+    model, tokenizer = small_bert
     tuning = training.tune_learning_rates(
         make_lora_config, reference_train_one_epoch, reference_evaluate_accuracy,
         dataclasses.replace(TINY, methods=("lora",)), {"lora": (1e-3, 2e-3)}, (("linear", 0.0),), n_heldout=16,
