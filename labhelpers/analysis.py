@@ -512,15 +512,28 @@ def _sign_verdict(values: list[float], paper: float) -> str:
 
 
 def _closer_line(trajectory: Trajectory, target: str) -> str:
-    """Say whether DoRA's Pearson r is closer to full fine-tuning's than LoRA's is, seed by seed (paired)."""
+    """Say whether DoRA's Pearson r is closer to full fine-tuning's than LoRA's is, seed by seed (paired).
+
+    When full fine-tuning ran with fewer seeds than the adapters, a seed it did not run is compared with the mean of
+    the full fine-tuning runs there are, and the line says so: the spread is then the adapters' only.
+    """
     full, lora, dora = (trajectory.per_seed(m, target) for m in ("full", "lora", "dora"))
-    seeds = sorted(full.keys() & lora.keys() & dora.keys())
+    full_mean = float(np.mean([c.pearson for c in full.values()]))
+    seeds = sorted(lora.keys() & dora.keys())
+    reference = {s: full[s].pearson if s in full else full_mean for s in seeds}
     gaps = np.asarray(
-        [abs(lora[s].pearson - full[s].pearson) - abs(dora[s].pearson - full[s].pearson) for s in seeds], dtype=float
+        [abs(lora[s].pearson - reference[s]) - abs(dora[s].pearson - reference[s]) for s in seeds], dtype=float
     )
+    borrowed = [s for s in seeds if s not in full]
+    note = ""
+    if borrowed:
+        note = (
+            f"; full FT ran seed{'s' * (len(full) > 1)} {', '.join(map(str, sorted(full)))} only: its mean r is used"
+        )
+        note += f" for seed{'s' * (len(borrowed) > 1)} {', '.join(map(str, borrowed))}"
     head = (
         f"- Is DoRA's correlation closer to full fine-tuning's than LoRA's is? |LoRA − full| − |DoRA − full| = "
-        f"{', '.join(f'{g:+.2f}' for g in gaps)} (seed by seed)"
+        f"{', '.join(f'{g:+.2f}' for g in gaps)} (seed by seed{note})"
     )
     if gaps.size < 2:
         return head + "; one seed: no spread, so no verdict at this scale."
@@ -563,9 +576,14 @@ def figure2_findings(trajectory: Trajectory, labels: Mapping[str, str] | None = 
             means[method] = mean
             spread = f" ± {std:.2f}" if n > 1 else ""
             within_spread = f" ± {within_std:.2f}" if n > 1 else ""
+            seeds = (
+                f" over {n} seeds (per seed {', '.join(f'{v:+.2f}' for v in pearson)})"
+                if n > 1
+                else f" (seed {next(iter(per_seed))} only)"
+            )
             line = (
-                f"- {labels.get(method, method)}: Pearson {mean:+.2f}{spread} over {n} seed(s) (per seed "
-                f"{', '.join(f'{v:+.2f}' for v in pearson)}); within a checkpoint {within:+.2f}{within_spread}"
+                f"- {labels.get(method, method)}: Pearson {mean:+.2f}{spread}{seeds}; within a checkpoint "
+                f"{within:+.2f}{within_spread}"
             )
             if method in paper and target == "query":
                 line += f"; paper {paper[method]:+.2f}: {_sign_verdict(pearson, paper[method])}"

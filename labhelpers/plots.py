@@ -339,11 +339,12 @@ def plot_weight_changes(comparison, layer: str | None = None, rows: slice = slic
     Returns:
         The Figure.
     """
-    finals = {}
+    finals, seeds = {}, set()
     for method in comparison.methods:
-        last = comparison.runs_of(method)[0].checkpoints[-1]
-        if last.weights:
-            finals[method] = last.weights
+        first = comparison.runs_of(method)[0]
+        if first.checkpoints[-1].weights:
+            finals[method] = first.checkpoints[-1].weights
+            seeds.add(first.seed)
     if not comparison.pretrained or not finals:
         raise ValueError(
             "these results hold no weights: run training.run_comparison (keep_weights=True) in this session"
@@ -361,7 +362,8 @@ def plot_weight_changes(comparison, layer: str | None = None, rows: slice = slic
     plot_weight_heatmaps(weights, rows=rows, cols=cols, axes=heat_axes)
     plot_magnitudes(weights, ax=fig.add_subplot(grid[1, :]))
     fig.suptitle(
-        f"{_short_layer(layer)} ({layer}): before and after fine-tuning (seed {comparison.settings.seeds[0]})"
+        f"{_short_layer(layer)} ({layer}): before and after fine-tuning "
+        f"(seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))})"
     )
     fig.tight_layout()
     return fig
@@ -402,10 +404,10 @@ def plot_gradient_norms(stats, axes=None):
 
 
 def plot_bench(results: Sequence[Mapping], ax=None, metric: str = "ratio"):
-    """Bar-plot labhelpers.bench results: one group per (out x in, tokens), one bar per layer.
+    """Bar-plot labhelpers.bench results: one group per (out x in, tokens, dropout), one bar per layer.
 
     Args:
-        results: dicts returned by `bench.time_layers`.
+        results: dicts returned by `bench.compare` or `bench.time_layers` (no dropout in the group's label).
         ax: an Axes to draw on, or None for a new figure.
         metric: "ratio" (median step time / LoRA's) or "peak" (peak MiB per step).
 
@@ -415,7 +417,11 @@ def plot_bench(results: Sequence[Mapping], ax=None, metric: str = "ratio"):
     if metric not in ("ratio", "peak"):
         raise ValueError(f"metric={metric!r}: use 'ratio' or 'peak'")
     fig, ax = _axes(ax, figsize=(7, 4))
-    groups = [f"{r['out_features']}x{r['in_features']}\n{r['tokens']} tok" for r in results]
+    groups = [
+        f"{r['out_features']}x{r['in_features']}\n{r['tokens']} tok"
+        + (f", dropout {r['lora_dropout']:g}" if "lora_dropout" in r else "")
+        for r in results
+    ]
     names = list(dict.fromkeys(name for r in results for name in r["layers"]))
     width = 0.8 / max(1, len(names))
     for k, name in enumerate(names):

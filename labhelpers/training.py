@@ -73,6 +73,8 @@ class Settings:
         methods: any of "full", "lora", "dora", in the order they run.
         seeds: one run per method and seed; a seed fixes the head's init, the adapters' init, the batches and dropout,
             so runs of different methods with the same seed are paired.
+        full_seeds: the seeds of full fine-tuning, when it runs fewer than the adapters (it costs the most per run);
+            None = seeds.
         learning_rates: AdamW's peak learning rate per method (see LEARNING_RATES).
         schedule: "linear" (warm-up, then linear decay to 0) or "constant_with_warmup", from transformers.
         warmup_ratio: fraction of the optimiser steps spent warming up from 0 to the peak learning rate.
@@ -89,6 +91,7 @@ class Settings:
 
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
+    full_seeds: tuple[int, ...] | None = None
     learning_rates: Mapping[str, float] = field(default_factory=lambda: dict(LEARNING_RATES))
     schedule: str = SCHEDULE
     warmup_ratio: float = WARMUP_RATIO
@@ -104,12 +107,14 @@ class Settings:
     def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if self.full_seeds is not None:
+            object.__setattr__(self, "full_seeds", tuple(int(s) for s in self.full_seeds))
         object.__setattr__(self, "learning_rates", {m: float(v) for m, v in dict(self.learning_rates).items()})
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
             raise LabConfigError(f"methods={self.methods!r}: use each of {', '.join(METHODS)} at most once.")
-        if not self.seeds:
-            raise LabConfigError("seeds is empty: pass at least one seed, e.g. seeds=(0,).")
+        if not self.seeds or self.full_seeds == ():
+            raise LabConfigError("seeds and full_seeds need at least one seed each, e.g. seeds=(0,).")
         missing = [m for m in self.methods if not (self.learning_rates.get(m, 0) > 0)]
         if missing:
             raise LabConfigError(
@@ -124,6 +129,10 @@ class Settings:
             if getattr(self, name) < 1:
                 raise LabConfigError(f"{name}={getattr(self, name)} must be at least 1.")
 
+    def seeds_of(self, method: str) -> tuple[int, ...]:
+        """Return the seeds `method` runs with (full_seeds for full fine-tuning, when set)."""
+        return self.full_seeds if method == "full" and self.full_seeds is not None else self.seeds
+
     def steps(self, n_train: int) -> int:
         """Return the number of optimiser steps of one run over `n_train` sentences."""
         return self.num_epochs * math.ceil(n_train / self.batch_size)
@@ -134,8 +143,12 @@ class Settings:
         steps = "" if self.n_train is None else f" ({self.steps(self.n_train)} steps)"
         fractions = ", ".join(f"{100 * k / self.checkpoints:.0f}" for k in range(1, self.checkpoints + 1))
         validation = "all 872" if self.n_eval is None else f"{self.n_eval}"
+        full_seeds = ""
+        if "full" in self.methods and self.seeds_of("full") != self.seeds:
+            full_seeds = f" (full FT: {', '.join(map(str, self.seeds_of('full')))})"
         return (
-            f"methods {', '.join(LABELS[m] for m in self.methods)}; seeds {', '.join(map(str, self.seeds))}\n"
+            f"methods {', '.join(LABELS[m] for m in self.methods)}; seeds {', '.join(map(str, self.seeds))}"
+            f"{full_seeds}\n"
             f"{self.num_epochs} epoch(s) over {sentences} training sentences in batches of {self.batch_size}{steps}\n"
             f"AdamW (no weight decay), peak learning rate {rates}; schedule: "
             f"{schedule_name(self.schedule, self.warmup_ratio)}\n"
@@ -153,10 +166,12 @@ def default_settings(fast: bool) -> Settings:
         The Settings of the comparison and of Exercise 3's gradient run.
     """
     if fast:
-        return Settings(seeds=(0,), n_train=192, n_eval=128, gradient_steps=30)
-    # Three seeds of each method, one epoch over 4,000 sentences (250 steps), the whole validation split: about
-    # 9 minutes on a 2-core CPU (full fine-tuning costs about 1.7 LoRA steps per step, DoRA about 1.2).
-    return Settings()
+        return Settings(seeds=(0,), n_train=128, n_eval=64, gradient_steps=20)
+    # Three seeds of LoRA and DoRA and one of full fine-tuning (a full fine-tuning run costs about 1.3 LoRA runs),
+    # one epoch over 4,000 sentences (250 steps), the whole validation split: the comparison took 529 s and the whole
+    # notebook 9 min 37 s on a 2-core CPU (runs of 91 s full FT, 67 s LoRA, 76 s DoRA); all three seeds of full
+    # fine-tuning would add 3 minutes.
+    return Settings(full_seeds=(0,), gradient_steps=100)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,7 +309,8 @@ class Comparison:
         """Return what ex4_results.json holds: {"config": {...}, "runs": [...]} (no weights)."""
         s = self.settings
         config = {
-            "methods": list(s.methods), "seeds": list(s.seeds), "num_epochs": s.num_epochs,
+            "methods": list(s.methods), "seeds": list(s.seeds),
+            "full_seeds": None if s.full_seeds is None else list(s.full_seeds), "num_epochs": s.num_epochs,
             "learning_rates": dict(s.learning_rates), "schedule": s.schedule, "warmup_ratio": s.warmup_ratio,
             "batch_size": s.batch_size, "n_train": self.n_train, "n_eval": self.n_eval, "checkpoints": s.checkpoints,
             "optimizer": "AdamW(weight_decay=0)", "model": self.model, "device": self.device,
@@ -307,7 +323,8 @@ class Comparison:
         """Rebuild a comparison (without weights) from a loaded ex4_results.json."""
         c = data["config"]
         settings = Settings(
-            methods=c["methods"], seeds=c["seeds"], learning_rates=c["learning_rates"], schedule=c["schedule"],
+            methods=c["methods"], seeds=c["seeds"], full_seeds=c.get("full_seeds"),
+            learning_rates=c["learning_rates"], schedule=c["schedule"],
             warmup_ratio=c["warmup_ratio"], num_epochs=c["num_epochs"], batch_size=c["batch_size"],
             n_train=c["n_train"], n_eval=c["n_eval"], checkpoints=c["checkpoints"], data_seed=c["data_seed"],
             eval_batch_size=c["eval_batch_size"],
@@ -643,7 +660,7 @@ def run_comparison(
         torch_threads=torch.get_num_threads(), pretrained=pretrained,
     )  # fmt: skip
     for method in settings.methods:
-        for seed in settings.seeds:
+        for seed in settings.seeds_of(method):
             comparison.runs.append(
                 _train_run(
                     method,
@@ -726,6 +743,11 @@ class PairedDifference:
         return bool(low > 0 or high < 0)
 
 
+def _spread(mean: float, std: float, n: int, digits: int = 3) -> str:
+    """'0.817 ± 0.015' over several seeds; one seed has no spread: '0.823 (1 seed)'."""
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f} (1 seed)"
+
+
 def _mean_std(values: Iterable[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
     values = np.asarray(list(values), dtype=np.float64)
@@ -762,9 +784,10 @@ def summarize(comparison: Comparison, verbose: bool = True) -> dict[str, MethodS
         )
         for method, s in summary.items():
             print(
-                f"{LABELS[method]:<8}{len(s.seeds):>6}  {s.val_accuracy_mean:>7.3f} ± {s.val_accuracy_std:.3f}  "
-                f"{s.binomial_se:>11.3f}  {s.train_loss_mean:>9.3f} ± {s.train_loss_std:.3f}  "
-                f"{s.trainable_params:>17,}  {s.seconds_mean:>6.0f} ± {s.seconds_std:.0f}"
+                f"{LABELS[method]:<8}{len(s.seeds):>6}  "
+                f"{_spread(s.val_accuracy_mean, s.val_accuracy_std, len(s.seeds)):>15}  {s.binomial_se:>11.3f}  "
+                f"{_spread(s.train_loss_mean, s.train_loss_std, len(s.seeds)):>17}  {s.trainable_params:>17,}  "
+                f"{_spread(s.seconds_mean, s.seconds_std, len(s.seeds), 0):>12}"
             )
         print(
             f"(± is the sample standard deviation over seeds; the binomial SE is the sampling error of one accuracy "
@@ -836,7 +859,8 @@ def insights(comparison: Comparison, trajectory: analysis.Trajectory | None = No
     lines = ["Accuracy (validation, mean ± std over seeds):"]
     for method, s in summary.items():
         lines.append(
-            f"- {LABELS[method]}: {s.val_accuracy_mean:.3f} ± {s.val_accuracy_std:.3f} over {len(s.seeds)} seed(s) "
+            f"- {LABELS[method]}: {_spread(s.val_accuracy_mean, s.val_accuracy_std, len(s.seeds))}"
+            f"{f' over {len(s.seeds)} seeds' if len(s.seeds) > 1 else ''} "
             f"(one accuracy on {comparison.n_eval} sentences has a binomial SE of {s.binomial_se:.3f}); "
             f"{s.trainable_params:,} trainable parameters; {s.seconds_mean:.0f} s per run."
         )
@@ -1036,7 +1060,7 @@ def tune_learning_rates(
                     settings, schedule=schedule, warmup_ratio=warmup_ratio,
                     learning_rates={**settings.learning_rates, method: lr},
                 )  # fmt: skip
-                for seed in settings.seeds:
+                for seed in settings.seeds_of(method):
                     run = _train_run(
                         method, seed, lr, lora_configs[method], train_one_epoch, evaluate_accuracy,
                         settings=run_settings, base_model=base_model, tokenizer=tokenizer, train_set=train_set,

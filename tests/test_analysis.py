@@ -299,7 +299,7 @@ def _trajectory_with_signs(signs: dict[str, list[float]]):
 @pytest.mark.parametrize(
     "signs, expected",
     [
-        ({"dora": [-1, -1, -1]}, "DoRA: Pearson -1.00 ± 0.00 over 3 seed(s)"),
+        ({"dora": [-1, -1, -1]}, "DoRA: Pearson -1.00 ± 0.00 over 3 seeds (per seed -1.00, -1.00, -1.00)"),
         ({"dora": [-1, -1, -1]}, "the paper's sign in every seed"),
         ({"dora": [1, 1, 1]}, "this does not reproduce the paper's sign (no seed does)"),
         ({"dora": [1, -1, 1]}, "the sign differs between seeds"),
@@ -308,6 +308,10 @@ def _trajectory_with_signs(signs: dict[str, list[float]]):
         ({"full": [-1, -1], "lora": [1, 1], "dora": [-1, -1]}, "[+2.00, +2.00]: yes, at this scale"),
         ({"full": [1, -1], "lora": [1, 1], "dora": [-1, -1]}, "these seeds cannot tell"),
         ({"full": [-1], "lora": [1], "dora": [-1]}, "one seed: no spread, so no verdict"),
+        (
+            {"full": [-1], "lora": [1, 1], "dora": [-1, -1]},
+            "+2.00, +2.00 (seed by seed; full FT ran seed 0 only: its mean r is used for seed 1); mean +2.00",
+        ),
     ],
     ids=[
         "spread",
@@ -319,6 +323,7 @@ def _trajectory_with_signs(signs: dict[str, list[float]]):
         "closer",
         "cannot-tell",
         "one-seed",
+        "one-full-seed",
     ],
 )
 def test_figure2_findings_say_what_was_measured(signs, expected):

@@ -203,3 +203,15 @@ def test_plot_bench_draws_one_bar_per_layer_and_size():
     assert peak.get_ylabel() == "peak MiB per step"
     with pytest.raises(ValueError, match="metric"):
         plot_bench(results, metric="speed")
+
+
+def test_plot_bench_names_the_dropout_of_each_group():
+    from labhelpers import bench
+    from labhelpers.plots import plot_bench
+
+    results = [
+        bench.compare(12, 20, tokens=8, r=2, lora_dropout=p, repeats=2, warmup=1, threads=1) for p in (0.0, 0.1)
+    ]
+    ax = plot_bench(results)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["20x12\n8 tok, dropout 0", "20x12\n8 tok, dropout 0.1"]

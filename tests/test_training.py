@@ -428,7 +428,7 @@ def test_insights_state_only_measured_numbers():
     text = training.insights(
         _records({"full": [0.9, 0.91, 0.92], "lora": [0.8, 0.84, 0.83], "dora": [0.81, 0.85, 0.84]})
     )
-    assert "full FT: 0.910 ± 0.010 over 3 seed(s)" in text
+    assert "full FT: 0.910 ± 0.010 over 3 seeds" in text
     assert "binomial SE of 0.010" in text  # sqrt(0.91 · 0.09 / 872)
     assert "2 more trainable parameters than LoRA (+20.0 %" in text
     assert "DoRA − LoRA: +1.0, +1.0, +1.0 points" in text
@@ -501,3 +501,16 @@ def test_tuning_never_reads_the_validation_split(small_bert, tmp_path, sst2_dir)
     )  # fmt: skip
     assert [(r.method, r.lr, r.seed) for r in tuning.rows] == [("lora", 1e-3, 0), ("lora", 2e-3, 0)]
     assert tuning.n_heldout == 16 and set(tuning.chosen) == {"lora"}
+
+
+def test_full_fine_tuning_can_run_fewer_seeds(small_bert, sst2_dir, tmp_path):
+    settings = dataclasses.replace(TINY, methods=("full", "lora"), seeds=(0, 1), full_seeds=(1,))
+    comparison = _run(settings, small_bert, sst2_dir, tmp_path, keep_weights=False)
+    assert [(run.method, run.seed) for run in comparison.runs] == [("full", 1), ("lora", 0), ("lora", 1)]
+    assert "seeds 0, 1 (full FT: 1)" in str(settings)
+    saved = training.Comparison.from_json(json.loads((tmp_path / training.RESULTS_FILE).read_text()))
+    assert saved.settings.full_seeds == (1,)
+    (difference,) = training.paired_differences(comparison)
+    assert difference.seeds == (1,)
+    with pytest.raises(LabConfigError, match="at least one seed"):
+        dataclasses.replace(TINY, full_seeds=())
