@@ -262,7 +262,7 @@ class EpsilonDoRALinear(ReferenceDoRALinear):
 def test_check_dora_linear_accepts_correct_layers(DoRALinear, config, capsys):
     assert check_dora_linear(DoRALinear, **config) is None
     out = capsys.readouterr().out
-    assert out.startswith("✔ DoRALinear passed:") and out.count("\n") == 1
+    assert out.startswith(f"✔ {DoRALinear.__name__} passed:") and out.count("\n") == 1
 
 
 def _init_then(change):

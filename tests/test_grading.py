@@ -1,9 +1,11 @@
 """Release and grading end to end: nbgrader's release of the real notebook, and a class graded once in real sandboxes.
 
 The class: the instructor's answers, the untouched release, Exercises 1–2 only, five typical mistakes, the same answers
-in nbgrader's collected layout, and honest notebooks edited as JupyterLab, VS Code, Colab and Notebook 6 leave them
-(labhelpers.grading.samples.HONEST_EDITS): each must get exactly the score its answers deserve. Then a run stopped
-half-way resumes to the same grades.
+in nbgrader's collected layout, and honest notebooks edited as JupyterLab, VS Code, Colab and Notebook 6 leave them:
+each must get exactly the score its answers deserve. Every honest edit (labhelpers.grading.samples.HONEST_EDITS) is
+rebuilt and passed through nbgrader's own checks in test_matching.py; here, graded end to end in sandboxes, are the
+ones that change the notebook's format or many cells at once (E2E_EDITS). Then a run stopped half-way resumes to the
+same grades.
 """
 
 from __future__ import annotations
@@ -54,6 +56,22 @@ MISTAKES = [
 ]  # fmt: skip
 HONEST_ANSWERS = {1, 2, 3}
 """The exercises the honest edited notebooks answer (no training: the class grades in minutes)."""
+# Graded end to end (each costs a sandboxed notebook run): every editor's save format, a split class, a pasted cell
+# with the same id, a changed cell type, an answer merged with its test, and everything at once.
+E2E_EDITS = tuple(
+    edit
+    for edit in HONEST_EDITS
+    if edit.name
+    in {
+        "notebook6_save",
+        "colab_save",
+        "vscode_split_class",
+        "vscode_paste_same_id",
+        "lab_type_changed",
+        "lab_merge_answer_with_test",
+        "everything_then_colab",
+    }
+)
 
 
 def _wrong(source: str, right: str, wrong: str) -> str:
@@ -108,7 +126,7 @@ def graded_class(tmp_path_factory, fresh_release, source, lab_env):
     nbformat.write(answered(student, answers_of_exercises(source, {1})), collected)
     (collected.parent / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
     filled = answered(student, answers_of_exercises(source, HONEST_ANSWERS))
-    for edit in HONEST_EDITS:
+    for edit in E2E_EDITS:
         write_submission(folder, f"honest_{edit.name}", edit.edit(filled))
     out = tmp_path_factory.mktemp("graded")
     started = time.monotonic()
@@ -179,7 +197,7 @@ def test_each_mistake_loses_exactly_its_checks_points(graded_class, source, stud
 
 
 @pytest.mark.grading_e2e
-@pytest.mark.parametrize("edit", HONEST_EDITS, ids=[edit.name for edit in HONEST_EDITS])
+@pytest.mark.parametrize("edit", E2E_EDITS, ids=[edit.name for edit in E2E_EDITS])
 def test_an_honestly_edited_notebook_gets_the_score_its_answers_deserve(graded_class, source, edit):
     _, rows = graded_class
     row = rows[f"honest_{edit.name}"]
@@ -209,7 +227,10 @@ def test_outputs_are_in_place_and_export_rebuilds_the_same_csv(graded_class, tmp
     assert write_grades_csv(out, tmp_path / "grades.csv").read_text() == (out / "grades.csv").read_text()
 
 
-def _sandbox_processes() -> list[str]:
+def _sandbox_processes(mine: str) -> list[str]:
+    """The grading processes (workers, sandboxes) of one run: those whose command line names `mine`, the run's own
+    folder (workers' job files, sandboxes' scratch folders, with TMPDIR inside it), not another test's that grades at
+    the same time (the hub test's, under pytest-xdist). Processes inside a sandbox end with it (--die-with-parent)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -217,7 +238,10 @@ def _sandbox_processes() -> list[str]:
                 command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "bwrap" in command or "labhelpers.grading.worker" in command or "labhelpers.probes.runner" in command:
+            grading = (
+                "bwrap" in command or "labhelpers.grading.worker" in command or "labhelpers.probes.runner" in command
+            )
+            if grading and mine in command:
                 found.append(command)
     return found
 
@@ -230,7 +254,9 @@ def test_a_stopped_run_resumes_to_the_same_grades(tmp_path, fresh_release, sourc
     write_submission(folder, "b_exercises_1_2", answered(student, answers_of_exercises(source, {1, 2})))
     write_submission(folder, "c_untouched", student)
     command = [sys.executable, "-m", "labhelpers", "grade", str(folder), "--out", str(out), "--jobs", "1", "--quiet"]
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (tmp_path / "tmp").mkdir()
+    environment = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}  # the sandboxes' scratch folders go there
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
     results = out / "course" / "results"
     deadline = time.monotonic() + 600
     while not (results.is_dir() and any(results.iterdir())) and time.monotonic() < deadline and run.poll() is None:
@@ -240,7 +266,7 @@ def test_a_stopped_run_resumes_to_the_same_grades(tmp_path, fresh_release, sourc
     said = run.communicate(timeout=60)[0]
     assert time.monotonic() - stopped < 20, "stopping took too long"
     assert run.returncode != 0 and "Run the same `dora-lab grade` command again" in said
-    assert _sandbox_processes() == [], "processes of the stopped run are left"
+    assert _sandbox_processes(str(tmp_path)) == [], "processes of the stopped run are left"
     partial = read_grades(out / "grades.csv")
     assert 1 <= len(partial) < 3
     finished = {student_id: (results / f"{student_id}.json").stat().st_mtime for student_id in partial}
@@ -259,3 +285,7 @@ def test_cli_help_lists_every_command():
     result = subprocess.run([sys.executable, "-m", "labhelpers", "--help"], capture_output=True, text=True, check=True)
     for command in ("release", "grade", "feedback", "export", "status", "collect", "return"):
         assert re.search(rf"\b{command}\b", result.stdout)
+
+
+def test_the_end_to_end_edits_are_honest_edits():
+    assert len(E2E_EDITS) == 7  # a misspelt name would silently drop an edit

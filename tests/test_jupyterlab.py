@@ -72,7 +72,7 @@ def test_lab_ui_and_nbgrader_extension_are_installed(jupyter_lab):
         assert response.status == 200 and "JupyterLab" in response.read().decode()
     extensions = _get(f"{base}/lab/api/extensions", token)
     names = {ext["name"] for ext in extensions}
-    assert "jupyter-nbgrader" in names, sorted(names)
+    assert "@jupyter/nbgrader" in names, sorted(names)
 
 
 def test_wrong_token_is_refused(jupyter_lab):
