@@ -182,6 +182,17 @@ def linear_weights(model: nn.Module, targets: Iterable[str] | None = DEFAULT_TAR
     }
 
 
+def _centred(xs: Iterable[float], ys: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Return xs and ys as float64 arrays minus their means (ValueError when their lengths differ)."""
+    x = np.asarray(list(xs), dtype=np.float64)
+    y = np.asarray(list(ys), dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"xs and ys must be equally long, got {x.size} and {y.size}")
+    if x.size == 0:
+        return x, y
+    return x - x.mean(), y - y.mean()
+
+
 def correlation(xs: Iterable[float], ys: Iterable[float]) -> float:
     """Return Pearson's correlation coefficient of two equally long sequences (nan when one is constant).
 
@@ -192,14 +203,9 @@ def correlation(xs: Iterable[float], ys: Iterable[float]) -> float:
     Returns:
         r in [-1, 1], or nan when N < 2 or either sequence has no spread.
     """
-    x = np.asarray(list(xs), dtype=np.float64)
-    y = np.asarray(list(ys), dtype=np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"xs and ys must be equally long, got {x.size} and {y.size}")
+    x, y = _centred(xs, ys)
     if x.size < 2:
         return math.nan
-    x = x - x.mean()
-    y = y - y.mean()
     denominator = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
     return float((x * y).sum() / denominator) if denominator > 0 else math.nan
 
@@ -250,15 +256,11 @@ def slope(xs: Iterable[float], ys: Iterable[float]) -> float:
     Returns:
         b, or nan when N < 2 or xs is constant.
     """
-    x = np.asarray(list(xs), dtype=np.float64)
-    y = np.asarray(list(ys), dtype=np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"xs and ys must be equally long, got {x.size} and {y.size}")
+    x, y = _centred(xs, ys)
     if x.size < 2:
         return math.nan
-    x = x - x.mean()
     denominator = float((x * x).sum())
-    return float((x * (y - y.mean())).sum() / denominator) if denominator > 0 else math.nan
+    return float((x * y).sum() / denominator) if denominator > 0 else math.nan
 
 
 def within_group_correlation(xs: Iterable[float], ys: Iterable[float], groups: Iterable) -> float:

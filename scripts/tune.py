@@ -20,10 +20,9 @@ import sys
 import time
 
 import torch
-from peft import LoraConfig, TaskType
 
 from labhelpers import training
-from labhelpers.checks.finetune import reference_evaluate_accuracy, reference_train_one_epoch
+from labhelpers.checks.finetune import reference_evaluate_accuracy, reference_lora_config, reference_train_one_epoch
 from labhelpers.config import get_config
 from labhelpers.errors import LabConfigError, LabDataError
 
@@ -33,18 +32,6 @@ GRID = {
     "dora": (1e-3, 2e-3, 4e-3, 8e-3),
 }
 SCHEDULES = (("constant_with_warmup", 0.0), ("linear", 0.1))
-
-
-def make_lora_config(use_dora: bool) -> LoraConfig:
-    """The lab's adapter configuration (Exercise 4, Task 1)."""
-    return LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=8,
-        lora_alpha=16,
-        lora_dropout=0.1,
-        target_modules=["query", "value"],
-        use_dora=use_dora,
-    )
 
 
 def _rates(text: str) -> tuple[float, ...]:
@@ -87,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         start = time.perf_counter()
         tuning = training.tune_learning_rates(
-            make_lora_config, reference_train_one_epoch, reference_evaluate_accuracy, settings, grid, SCHEDULES,
+            reference_lora_config, reference_train_one_epoch, reference_evaluate_accuracy, settings, grid, SCHEDULES,
             n_heldout=args.n_heldout,
         )  # fmt: skip
     except (LabConfigError, LabDataError, ValueError) as exc:

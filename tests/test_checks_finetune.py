@@ -14,6 +14,7 @@ from labhelpers.checks.finetune import (
     check_evaluate_accuracy,
     check_lora_configs,
     check_train_one_epoch,
+    reference_lora_config,
 )
 from labhelpers.checks.finetune import (
     reference_evaluate_accuracy as _reference_evaluate_accuracy,
@@ -39,8 +40,9 @@ def _config(use_dora, **overrides):
     return LoraConfig(**kwargs)
 
 
-def test_lora_config_check_accepts_the_solution(capsys):
-    assert check_lora_configs(_config) is None
+@pytest.mark.parametrize("make_lora_config", [_config, reference_lora_config], ids=["solution", "reference"])
+def test_lora_config_check_accepts_the_solution(make_lora_config, capsys):
+    assert check_lora_configs(make_lora_config) is None
     assert "✔ make_lora_config passed" in capsys.readouterr().out
 
 

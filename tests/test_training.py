@@ -11,26 +11,15 @@ import os
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig, TaskType, get_peft_model
+from peft import get_peft_model
 
 from labhelpers import analysis, training
-from labhelpers.checks.finetune import reference_evaluate_accuracy, reference_train_one_epoch
+from labhelpers.checks.finetune import reference_evaluate_accuracy, reference_lora_config, reference_train_one_epoch
 from labhelpers.errors import LabConfigError
 from labhelpers.models import count_parameters
 
+make_lora_config = reference_lora_config
 
-def make_lora_config(use_dora):
-    return LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=8,
-        lora_alpha=16,
-        lora_dropout=0.1,
-        target_modules=["query", "value"],
-        use_dora=use_dora,
-    )
-
-
-# Two optimiser steps per run (32 sentences in batches of 16), a checkpoint after each.
 TINY = training.Settings(seeds=(0,), n_train=32, n_eval=16, checkpoints=2)
 
 

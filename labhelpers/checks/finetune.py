@@ -58,6 +58,14 @@ ACCURACY_RTOL = 1e-9
 # --------------------------------------------------------------------------------------------------
 
 
+def reference_lora_config(use_dora: bool):
+    """Return the configuration Exercise 4 asks for (EXPECTED_LORA_CONFIG, sequence classification) as a LoraConfig."""
+    from peft import LoraConfig, TaskType
+
+    settings = {**EXPECTED_LORA_CONFIG, "target_modules": sorted(EXPECTED_LORA_CONFIG["target_modules"])}
+    return LoraConfig(task_type=TaskType.SEQ_CLS, use_dora=use_dora, **settings)
+
+
 def reference_train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer) -> float:
     """Train `model` for one pass over `loader`; return the mean batch loss."""
     return sum(train_variant(model, loader, optimizer)) / len(loader)
