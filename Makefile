@@ -94,11 +94,11 @@ test-grading: $(STAMP)
 	LAB_FAST=1 $(BIN)/python -m pytest -n 2 --dist loadscope -m grading_e2e tests/test_grading.py tests/test_grading_adversarial.py $(PYTEST_ARGS)
 
 test-browser: venv
-	LAB_FAST=1 $(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
+	LAB_FAST=1 $(BIN)/python -m pytest -m browser tests/e2e/test_browser.py $(PYTEST_ARGS)
 
 # A class on a real JupyterHub with local users, on loopback (part of `make test`; needs root and hub-proxy).
 test-hub: $(STAMP) $(PROXY)
-	LAB_FAST=1 $(BIN)/python -m pytest -m hub tests/test_hub.py $(PYTEST_ARGS)
+	LAB_FAST=1 $(BIN)/python -m pytest -m hub tests/e2e/test_hub.py $(PYTEST_ARGS)
 
 # JupyterHub's proxy, configurable-http-proxy from npm, into .venv/node (the hub test finds it there).
 hub-proxy: $(PROXY)

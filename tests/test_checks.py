@@ -12,10 +12,10 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from _notebook import notebook_calls
 from torch import nn
 
 from labhelpers.checks import check_decompose_weight, check_dora_direction_gradient, check_dora_linear
+from tests.support.notebook import notebook_calls
 
 # The notebook's visible and hidden check calls, read from solutions/dora/dora_lab.ipynb (plus a float32 run).
 DECOMPOSE_CONFIGS = notebook_calls("check_decompose_weight")

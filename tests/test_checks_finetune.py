@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _notebook import notebook_calls
 from peft import LoraConfig, TaskType
 
 from labhelpers.analysis import magnitude_direction_change
@@ -22,6 +21,7 @@ from labhelpers.checks.finetune import (
 from labhelpers.checks.finetune import (
     reference_train_one_epoch as _reference_train_one_epoch,
 )
+from tests.support.notebook import notebook_calls
 
 # ------------------------------------------------------------------------------------------------
 # make_lora_config

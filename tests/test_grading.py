@@ -2,7 +2,7 @@
 
 The class: the instructor's answers, the untouched release, Exercises 1–2 only, five typical mistakes, the same answers
 in nbgrader's collected layout, and honest notebooks edited as JupyterLab, VS Code, Colab and Notebook 6 leave them:
-each must get exactly the score its answers deserve. Every honest edit (labhelpers.grading.samples.HONEST_EDITS) is
+each must get exactly the score its answers deserve. Every honest edit (tests/support/editors.py, HONEST_EDITS) is
 rebuilt and passed through nbgrader's own checks in test_matching.py; here, graded end to end in sandboxes, are the
 ones that change the notebook's format or many cells at once (E2E_EDITS). Then a run stopped half-way resumes to the
 same grades.
@@ -26,17 +26,9 @@ import pytest
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.course import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK
 from labhelpers.grading import GradingOptions, grade, write_grades_csv
-from labhelpers.grading.course import release, validate
-from labhelpers.grading.samples import (
-    HONEST_EDITS,
-    answered,
-    answers_of_exercises,
-    perfect,
-    points_by_cell,
-    points_by_exercise,
-    solution_sources,
-    write_submission,
-)
+from labhelpers.grading.course import points_by_cell, points_by_exercise, release, validate
+from labhelpers.grading.samples import answered, answers_of_exercises, perfect, solution_sources, write_submission
+from tests.support.editors import HONEST_EDITS
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 

@@ -22,8 +22,8 @@ import pytest
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.course import SOURCE_NOTEBOOK
 from labhelpers.grading import GradingOptions, grade
-from labhelpers.grading.course import release
-from labhelpers.grading.samples import answered, answers_of_exercises, points_by_exercise, write_submission
+from labhelpers.grading.course import points_by_exercise, release
+from labhelpers.grading.samples import answered, answers_of_exercises, write_submission
 
 pytestmark = [pytest.mark.grading_e2e, pytest.mark.slow, pytest.mark.xdist_group("grading_adversarial")]
 

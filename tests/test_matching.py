@@ -23,7 +23,8 @@ from nbformat.warnings import DuplicateCellId
 from labhelpers.errors import LabGradingError
 from labhelpers.grading.course import ASSIGNMENT, NOTEBOOK, SOURCE_NOTEBOOK, course_config, generate_assignment
 from labhelpers.grading.matching import tidy
-from labhelpers.grading.samples import HONEST_EDITS, answered, answers_of_exercises, solution_sources
+from labhelpers.grading.samples import answered, answers_of_exercises, solution_sources
+from tests.support.editors import HONEST_EDITS
 
 ANSWER_SETS = {
     "perfect": lambda source: solution_sources(source),

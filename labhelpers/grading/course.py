@@ -148,6 +148,20 @@ def grade_cells(notebook: nbformat.NotebookNode) -> list[GradeCell]:
     return cells
 
 
+def points_by_cell(source: nbformat.NotebookNode) -> dict[str, float]:
+    """Return {grade_id: points} of the autograded test cells of an nbgrader source notebook."""
+    return {cell.grade_id: cell.points for cell in grade_cells(source) if cell.autograded}
+
+
+def points_by_exercise(source: nbformat.NotebookNode) -> dict[int, float]:
+    """Return {exercise number: autograded points} of an nbgrader source notebook."""
+    totals: dict[int, float] = {}
+    for cell in grade_cells(source):
+        if cell.autograded:
+            totals[cell.exercise] = totals.get(cell.exercise, 0.0) + cell.points
+    return totals
+
+
 def setup_sources(notebook: nbformat.NotebookNode) -> list[str]:
     """Return the instructor's code cells before the first exercise (imports, setup()): what every check needs."""
     return [cell.source for exercise, cell in sections(notebook) if exercise == 0 and cell.cell_type == "code"]

@@ -18,9 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from _jupyter import free_port, running_lab
 
 from labhelpers.config import PROJECT_ROOT
+from tests.support.jupyter import free_port, running_lab
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 SETTINGS_SOURCE = PROJECT_ROOT / "jupyter"

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from _hub import VENV_BIN, LocalUser, UserServer, find_proxy, local_users, running_hub
 
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.course import ASSIGNMENT, COURSE_ID, NOTEBOOK, SOURCE_NOTEBOOK
 from labhelpers.grading.samples import answered, solution_sources
+from tests.support.hub import VENV_BIN, LocalUser, UserServer, find_proxy, local_users, running_hub
 
 pytestmark = [pytest.mark.hub, pytest.mark.xdist_group("hub")]
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _jupyter import free_port
+
+from tests.support.jupyter import free_port
 
 USER_COMMENT = "dora-lab hub test user pid "
 """The GECOS field of the users the tests create, then the creating process's id: how a leftover is recognised."""

@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _jupyter import running_lab
 
 from labhelpers.config import PROJECT_ROOT
+from tests.support.jupyter import running_lab
 
 # The three tests share one server, browser and kernel: keep them on one xdist worker.
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
