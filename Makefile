@@ -32,7 +32,7 @@ LAB_SETTINGS := $(LAB_OVERRIDES) $(LAB_CONFIG)
 help:
 	@echo "make lab           set up .venv and open JupyterLab on notebooks/"
 	@echo "make test          set up .venv and run the whole test suite"
-	@echo "make test-unit     the fast loop: every test but whole notebooks, the browser and end-to-end grading"
+	@echo "make test-unit     the fast loop: tests/unit (no sandbox, server, browser, hub or whole notebook)"
 	@echo "make lint          ruff: lint and format check (part of make test); make format rewrites"
 	@echo "make test-grading  only grade the sample classes end to end (part of make test)"
 	@echo "make test-browser  drive JupyterLab in headless Chromium (needs /usr/bin/chromium)"
@@ -76,10 +76,9 @@ test: venv lint
 	LAB_FAST=1 LAB_OUTPUT_DIR=$(abspath outputs/test) $(BIN)/python -m pytest -n 2 --dist loadscope \
 		--nbval-lax --nbval-cell-timeout=600 tests solutions/$(ASSIGNMENT)/dora_lab.ipynb $(PYTEST_ARGS)
 
-# The fast loop (about a minute): unit tests only, no whole notebook, browser, hub or end-to-end grading.
+# The fast loop (well under a minute): tests/unit only; no sandbox, server, browser, hub or whole notebook.
 test-unit: venv
-	LAB_FAST=1 LAB_OUTPUT_DIR=$(abspath outputs/test) $(BIN)/python -m pytest -n 2 --dist loadscope \
-		-m "not slow and not browser and not grading_e2e and not hub" tests $(PYTEST_ARGS)
+	LAB_FAST=1 LAB_OUTPUT_DIR=$(abspath outputs/test) $(BIN)/python -m pytest -n 2 --dist loadscope tests/unit $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -91,7 +90,7 @@ format: $(STAMP)
 
 # Only the end-to-end grading of the sample classes, honest and adversarial, in sandboxes (part of `make test`).
 test-grading: $(STAMP)
-	LAB_FAST=1 $(BIN)/python -m pytest -n 2 --dist loadscope -m grading_e2e tests/test_grading.py tests/test_grading_adversarial.py $(PYTEST_ARGS)
+	LAB_FAST=1 $(BIN)/python -m pytest -n 2 --dist loadscope -m grading_e2e tests/e2e/test_grading.py tests/e2e/test_grading_adversarial.py $(PYTEST_ARGS)
 
 test-browser: venv
 	LAB_FAST=1 $(BIN)/python -m pytest -m browser tests/e2e/test_browser.py $(PYTEST_ARGS)
@@ -111,24 +110,24 @@ release: $(STAMP)
 	$(BIN)/dora-lab release
 
 data: $(STAMP)
-	$(BIN)/python -m labhelpers.data download data/sst2
+	$(BIN)/dora-lab data download data/sst2
 
 # The model answers (DoRALinear, EfficientDoRALinear) beside PEFT's LoRA and DoRA, on LAB_DEVICE. On a shared machine:
-# make bench BENCH_ARGS="--clock cpu --threads 1" (python -m labhelpers.bench --help lists the options).
+# make bench BENCH_ARGS="--clock cpu --threads 1" (dora-lab bench --help lists the options).
 BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m labhelpers.bench --out outputs/bench.json $(BENCH_ARGS)
+	$(BIN)/dora-lab bench --out outputs/bench.json $(BENCH_ARGS)
 
 # Grades a generated class of 10 serially and with --jobs 2, side by side; prints the ratio (about 10 minutes).
 bench-grading: $(STAMP)
-	LAB_FAST=1 $(BIN)/python scripts/bench_grading.py --students 10 --jobs 2
+	LAB_FAST=1 $(BIN)/dora-lab bench-grading --students 10 --jobs 2
 
 # Exercise 4's learning rates: every method at every rate of a grid, constant and warm-up schedules, scored on
 # held-out sentences of the train split (never validation); prints the table. TUNE_ARGS="--seeds 0,1" etc.
 TUNE_ARGS ?=
 .PHONY: tune
 tune: $(STAMP)
-	$(BIN)/python scripts/tune.py $(TUNE_ARGS)
+	$(BIN)/dora-lab tune $(TUNE_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -2,7 +2,7 @@
 
 import os
 
-from labhelpers.course import ASSIGNMENT, COURSE_ID, RELEASE_DIRECTORY, SOURCE_DIRECTORY  # noqa: F401
+from labhelpers.assignment import ASSIGNMENT, COURSE_ID, RELEASE_DIRECTORY, SOURCE_DIRECTORY  # noqa: F401
 
 c = get_config()  # noqa: F821 (nbgrader provides get_config when it loads this file)
 

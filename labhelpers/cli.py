@@ -1,27 +1,28 @@
-"""`dora-lab`: the instructor's commands (release, collect, grade, feedback, return, export, status, sample-class)."""
+"""`dora-lab`: the instructor's commands (release, collect, grade, feedback, return, export, status, sample-class),
+the benchmarks (bench, bench-grading), the learning-rate search (tune) and SST-2's download (data download).
+
+Each command has a builder, which declares its options, and a runner, which forwards them to the package; the
+packages are imported when a command runs, so that `dora-lab --help` imports neither torch nor nbgrader.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import sys
 from pathlib import Path
 
+from labhelpers.assignment import SOURCE_NOTEBOOK
 from labhelpers.config import PROJECT_ROOT
-from labhelpers.course import SOURCE_NOTEBOOK
 from labhelpers.errors import LabError
 
+Commands = argparse._SubParsersAction
+"""What `add_subparsers` returns: each builder adds its command to it."""
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dora-lab",
-        description="Release, autograde and return the DoRA lab with nbgrader.",
-        epilog="Typical term on a hub (in the course folder, or with --course DIR): dora-lab release --exchange; "
-        "dora-lab collect; dora-lab grade submitted/ --out graded/ --jobs 2; "
-        "(grade written answers: cd graded/course && nbgrader formgrader; then dora-lab feedback graded/); "
-        "dora-lab return graded/; dora-lab export graded/",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
 
+def _course_option() -> argparse.ArgumentParser:
+    """Return a parent parser with --course DIR, for the commands that work on a course folder."""
     course = argparse.ArgumentParser(add_help=False)
     course.add_argument(
         "--course",
@@ -30,9 +31,30 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the course folder holding solutions/dora/dora_lab.ipynb (default: this project)",
     )
+    return course
+
+
+def _given(options: argparse.Namespace, record: type) -> dict:
+    """Return the options given on the command line that are fields of `record`, lists as tuples.
+
+    The record's own defaults stand for the options not given, so that the command line and the package never
+    disagree on them (and parsing needs no import of the package).
+    """
+    given = {}
+    for field in dataclasses.fields(record):
+        value = getattr(options, field.name, None)
+        if value is not None:
+            given[field.name] = tuple(value) if isinstance(value, list) else value
+    return given
+
+
+# The grading commands ------------------------------------------------------------------------------------------
+
+
+def _add_release(commands: Commands) -> None:
     release = commands.add_parser(
         "release",
-        parents=[course],
+        parents=[_course_option()],
         help="regenerate notebooks/dora/dora_lab.ipynb from solutions/ (nbgrader generate_assignment)",
     )
     release.add_argument(
@@ -41,16 +63,39 @@ def _parser() -> argparse.ArgumentParser:
         help="then release it to nbgrader's exchange (release_assignment): students fetch it in the Assignments tab",
     )
     release.add_argument("--force", action="store_true", help="with --exchange: replace a release already there")
+    release.set_defaults(run=_release)
 
-    commands.add_parser(
+
+def _release(options: argparse.Namespace) -> None:
+    from labhelpers import grading
+    from labhelpers.grading import exchange
+
+    if options.exchange:
+        released, warnings = exchange.release_to_exchange(options.course, force=options.force)
+        print(*warnings, f"released {released}/: students fetch it from the Assignments tab", sep="\n")
+    else:
+        print(f"wrote {grading.release(options.course.resolve())}")
+
+
+def _add_collect(commands: Commands) -> None:
+    collect = commands.add_parser(
         "collect",
-        parents=[course],
+        parents=[_course_option()],
         help="copy each student's newest submission from the exchange to COURSE/submitted/ (nbgrader collect)",
     )
+    collect.set_defaults(run=_collect)
 
+
+def _collect(options: argparse.Namespace) -> None:
+    from labhelpers.grading import exchange
+
+    print(exchange.collect_submissions(options.course).summary())
+
+
+def _add_grade(commands: Commands) -> None:
     grade = commands.add_parser(
         "grade",
-        parents=[course],
+        parents=[_course_option()],
         help="autograde SUBMISSIONS_DIR/<student_id>/dora_lab.ipynb (or nbgrader's <student_id>/dora/) in sandboxes",
     )
     grade.add_argument("submissions", type=Path, metavar="SUBMISSIONS_DIR")
@@ -66,28 +111,273 @@ def _parser() -> argparse.ArgumentParser:
         "--memory-gb", type=float, default=6.0, metavar="GB", help="memory cap per submission (default 6)"
     )
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
+    grade.set_defaults(run=_grade)
 
+
+def _grade(options: argparse.Namespace) -> None:
+    from labhelpers import grading
+    from labhelpers.grading import commands
+
+    limits = grading.GradingOptions(
+        jobs=options.jobs,
+        timeout_cell=options.timeout_cell,
+        timeout_submission=options.timeout_submission,
+        memory_bytes=int(options.memory_gb * 2**30),
+    )
+    source = options.course / SOURCE_NOTEBOOK.relative_to(PROJECT_ROOT)
+    path = grading.grade(options.submissions, options.out, limits, source_notebook=source, progress=not options.quiet)
+    print(commands.summary(path))
+    print(f"wrote {path} and {options.out / 'feedback'}/")
+
+
+def _add_feedback(commands: Commands) -> None:
     feedback = commands.add_parser(
         "feedback", help="rebuild OUT_DIR/feedback/ from the gradebook (after manual grading)"
     )
     feedback.add_argument("out", type=Path, metavar="OUT_DIR")
+    feedback.set_defaults(run=_feedback)
 
+
+def _feedback(options: argparse.Namespace) -> None:
+    from labhelpers import grading
+
+    grading.regenerate_feedback(options.out)
+    print(f"wrote {options.out / 'feedback'}/")
+
+
+def _add_return(commands: Commands) -> None:
     returned = commands.add_parser(
         "return", help="release OUT_DIR's feedback to the exchange (nbgrader release_feedback): students fetch it"
     )
     returned.add_argument("out", type=Path, metavar="OUT_DIR")
+    returned.set_defaults(run=_return)
 
+
+def _return(options: argparse.Namespace) -> None:
+    from labhelpers.grading import exchange
+
+    print(exchange.return_feedback(options.out).summary())
+
+
+def _add_export(commands: Commands) -> None:
     export = commands.add_parser("export", help="write grades.csv from OUT_DIR's gradebook")
     export.add_argument("out", type=Path, metavar="OUT_DIR")
     export.add_argument("--csv", type=Path, help="where to write it (default OUT_DIR/grades.csv)")
+    export.set_defaults(run=_export)
 
+
+def _export(options: argparse.Namespace) -> None:
+    from labhelpers import grading
+
+    print(f"wrote {grading.write_grades_csv(options.out.resolve(), options.csv)}")
+
+
+def _add_status(commands: Commands) -> None:
     status = commands.add_parser(
         "status", help="is the release up to date? and, given OUT_DIR, a summary of its grades"
     )
     status.add_argument("out", type=Path, nargs="?", metavar="OUT_DIR")
+    status.set_defaults(run=_status)
 
+
+def _status(options: argparse.Namespace) -> None:
+    from labhelpers.grading import commands
+
+    print(commands.status(options.out))
+
+
+def _add_sample_class(commands: Commands) -> None:
     sample = commands.add_parser("sample-class", help="write sample submissions (solutions, untouched) to try grading")
     sample.add_argument("folder", type=Path, metavar="SUBMISSIONS_DIR")
+    sample.set_defaults(run=_sample_class)
+
+
+def _sample_class(options: argparse.Namespace) -> None:
+    from labhelpers.grading import commands
+
+    print(f"wrote {commands.sample_class(options.folder)}")
+
+
+# The benchmarks and the data -----------------------------------------------------------------------------------
+
+
+def _size(text: str) -> tuple[int, int]:
+    """Parse OUTxIN into (out_features, in_features)."""
+    match = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: write OUTxIN, e.g. 4096x1024")
+    return int(match[1]), int(match[2])
+
+
+def _dropout(text: str) -> float:
+    """Parse a lora_dropout probability, in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value:g}: a dropout probability is in [0, 1)")
+    return value
+
+
+def _add_bench(commands: Commands) -> None:
+    # No defaults here: LabBenchOptions holds them (see _given), and importing it would import torch.
+    bench = commands.add_parser(
+        "bench", help="time the lab's DoRA layers, PEFT's DoRA and LoRA side by side; print a table and write JSON"
+    )
+    bench.add_argument("--out", type=Path, help="write the results as JSON to this file")
+    bench.add_argument(
+        "--solution",
+        type=Path,
+        help="notebook (.ipynb) or .py file defining DoRALinear and EfficientDoRALinear "
+        "(default: the solutions notebook)",
+    )
+    bench.add_argument("--sizes", nargs="+", type=_size, help="OUTxIN, e.g. 4096x1024")
+    bench.add_argument("--tokens", nargs="+", type=int)
+    bench.add_argument("--dropouts", nargs="+", type=_dropout, help="lora_dropout values")
+    bench.add_argument("--r", type=int)
+    bench.add_argument("--lora-alpha", type=float)
+    bench.add_argument("--repeats", type=int)
+    bench.add_argument("--warmup", type=int)
+    bench.add_argument("--threads", type=int, help="CPU threads while timing")
+    bench.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        help="wall: elapsed time; cpu: the process's CPU time, not inflated by other processes on a shared "
+        "machine (CPU only; use with --threads 1)",
+    )
+    bench.add_argument("--no-input-grad", action="store_true", help="x does not need a gradient (a first layer)")
+    bench.set_defaults(run=_bench)
+
+
+def _bench(options: argparse.Namespace) -> None:
+    from labhelpers import bench
+
+    given = _given(options, bench.LabBenchOptions)
+    bench.run_lab_bench(bench.LabBenchOptions(**given, input_requires_grad=not options.no_input_grad))
+
+
+def _add_bench_grading(commands: Commands) -> None:
+    timing = commands.add_parser(
+        "bench-grading", help="time `dora-lab grade` on a sample class, serially and with --jobs N, side by side"
+    )
+    timing.add_argument("--students", type=int, metavar="N", help="submissions in the sample class (default 10)")
+    timing.add_argument("--jobs", type=int, metavar="N", help="--jobs of the parallel run (default 2)")
+    timing.add_argument("--source", type=Path, help="nbgrader source notebook (default: the solutions notebook)")
+    timing.set_defaults(run=_bench_grading)
+
+
+def _bench_grading(options: argparse.Namespace) -> None:
+    from labhelpers.bench import parallel_grading
+
+    result = parallel_grading.bench_grading(
+        parallel_grading.GradingBenchOptions(**_given(options, parallel_grading.GradingBenchOptions))
+    )
+    if not result.identical:
+        sys.exit(1)
+
+
+def _add_data(commands: Commands) -> None:
+    data = commands.add_parser("data", help="SST-2: download it from the hub (needs network)")
+    actions = data.add_subparsers(dest="action", required=True)
+    download = actions.add_parser("download", help="fill DEST with SST-2's train.tsv and validation.tsv")
+    download.add_argument("dest", type=Path, nargs="?", metavar="DEST", help="the folder (default: data/sst2)")
+    download.set_defaults(run=_data_download)
+
+
+def _data_download(options: argparse.Namespace) -> None:
+    from labhelpers import data
+
+    data.download_sst2(data.PROJECT_DATA_DIR if options.dest is None else options.dest)
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    """Parse comma-separated positive learning rates, e.g. 1e-3,2e-3."""
+    try:
+        rates = tuple(float(value) for value in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, e.g. 1e-3,2e-3") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: learning rates must be positive")
+    return rates
+
+
+def _numbers(text: str) -> tuple[int, ...]:
+    """Parse comma-separated whole numbers, e.g. 0,1."""
+    try:
+        return tuple(int(value) for value in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated whole numbers, e.g. 0,1") from None
+
+
+def _add_tune(commands: Commands) -> None:
+    # No defaults here: TuneOptions holds them (see _given).
+    tune = commands.add_parser(
+        "tune",
+        help="choose each method's learning rate on held-out train-split sentences, never validation (hours on 2 cores)",
+        description="Train full fine-tuning, LoRA and DoRA as the notebook's comparison does, at every learning rate "
+        "of a grid and under two schedules (constant; linear decay after a 10 % warm-up), and score each run on "
+        "sentences of SST-2's train split that no run trains on. Prints the table it chose from and writes "
+        "OUTPUT_DIR/tune_results.json; the chosen values go into labhelpers/training/settings.py.",
+    )
+    tune.add_argument(
+        "--n-train", type=int, metavar="N", help="training sentences per run (default: the student size)"
+    )
+    tune.add_argument(
+        "--n-heldout", type=int, metavar="N", help="held-out train-split sentences scored (default 1000)"
+    )
+    tune.add_argument("--seeds", type=_numbers, metavar="S,…", help="comma-separated seeds (default 0)")
+    tune.add_argument(
+        "--methods", type=lambda text: tuple(m for m in text.split(",") if m), metavar="M,…",
+        help="comma-separated methods among full, lora, dora (default: all three)",
+    )  # fmt: skip
+    for method in ("full", "lora", "dora"):
+        tune.add_argument(f"--{method}-lr", type=_rates, metavar="LR,…", help=f"{method}'s learning rates to try")
+    tune.add_argument("--out", type=Path, metavar="DIR", help="folder for tune_results.json (default $LAB_OUTPUT_DIR)")
+    tune.set_defaults(run=_tune)
+
+
+def _tune(options: argparse.Namespace) -> None:
+    from labhelpers import tuning
+
+    given = _given(options, tuning.TuneOptions)
+    rates = {method: getattr(options, f"{method}_lr") for method in ("full", "lora", "dora")}
+    grid = {**tuning.GRID, **{method: value for method, value in rates.items() if value is not None}}
+    if options.out is not None:
+        given["output_dir"] = options.out
+    tuning.tune(tuning.TuneOptions(**given, grid=grid))
+
+
+COMMANDS = (
+    _add_release,
+    _add_collect,
+    _add_grade,
+    _add_feedback,
+    _add_return,
+    _add_export,
+    _add_status,
+    _add_sample_class,
+    _add_bench,
+    _add_bench_grading,
+    _add_tune,
+    _add_data,
+)
+"""The builders of `dora-lab`'s commands, in the order --help lists them."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dora-lab",
+        description="Release, autograde and return the DoRA lab with nbgrader; time its layers and its grading; "
+        "choose the learning rates; download SST-2.",
+        epilog="Typical term on a hub (in the course folder, or with --course DIR): dora-lab release --exchange; "
+        "dora-lab collect; dora-lab grade submitted/ --out graded/ --jobs 2; "
+        "(grade written answers: cd graded/course && nbgrader formgrader; then dora-lab feedback graded/); "
+        "dora-lab return graded/; dora-lab export graded/",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(commands)
     return parser
 
 
@@ -101,43 +391,6 @@ def main(argv: list[str] | None = None) -> None:
 
     venv_bin_on_path()
     try:
-        _run(options)
+        options.run(options)
     except LabError as error:
         sys.exit(f"dora-lab {options.command}: {error}")
-
-
-def _run(options: argparse.Namespace) -> None:
-    from labhelpers import grading
-    from labhelpers.grading import commands, exchange
-
-    if options.command == "release" and options.exchange:
-        released, warnings = exchange.release_to_exchange(options.course, force=options.force)
-        print(*warnings, f"released {released}/: students fetch it from the Assignments tab", sep="\n")
-    elif options.command == "release":
-        print(f"wrote {grading.release(options.course.resolve())}")
-    elif options.command == "collect":
-        print(exchange.collect_submissions(options.course).summary())
-    elif options.command == "grade":
-        limits = grading.GradingOptions(
-            jobs=options.jobs,
-            timeout_cell=options.timeout_cell,
-            timeout_submission=options.timeout_submission,
-            memory_bytes=int(options.memory_gb * 2**30),
-        )
-        source = options.course / SOURCE_NOTEBOOK.relative_to(PROJECT_ROOT)
-        path = grading.grade(
-            options.submissions, options.out, limits, source_notebook=source, progress=not options.quiet
-        )
-        print(commands.summary(path))
-        print(f"wrote {path} and {options.out / 'feedback'}/")
-    elif options.command == "feedback":
-        grading.regenerate_feedback(options.out)
-        print(f"wrote {options.out / 'feedback'}/")
-    elif options.command == "return":
-        print(exchange.return_feedback(options.out).summary())
-    elif options.command == "export":
-        print(f"wrote {grading.write_grades_csv(options.out.resolve(), options.csv)}")
-    elif options.command == "status":
-        print(commands.status(options.out))
-    elif options.command == "sample-class":
-        print(f"wrote {commands.sample_class(options.folder)}")

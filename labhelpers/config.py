@@ -1,4 +1,4 @@
-"""LabConfig: every setting the lab reads from the environment, validated in one place."""
+"""LabConfig: every setting the lab reads from the environment, validated in one place; the device check."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labhelpers.errors import LabConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The project folder (the one holding ``pyproject.toml``) in a source checkout."""
@@ -129,18 +133,15 @@ def setup(seed: int | None = None, environ: Mapping[str, str] | None = None) -> 
         The LabConfig in force (also what `get_config()` returns from now on).
     """
     global _active
-    import random
-
-    import numpy as np
     import torch
+
+    from labhelpers.seeding import seed_all
 
     config = LabConfig.from_env(environ)
     if seed is not None:
         config = dataclasses.replace(config, seed=seed)
     _active = config
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    seed_all(config.seed)
     # A laptop CPU: one thread per core (the default can oversubscribe under Jupyter).
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, torch.get_num_threads())))
     data = str(config.data_dir) if config.data_dir else "data/sst2 or the hub"
@@ -149,3 +150,43 @@ def setup(seed: int | None = None, environ: Mapping[str, str] | None = None) -> 
         f"DoRA Lab: size {size}; SST-2 from {data}; outputs in {config.output_dir}/; device {config.device}; seed {config.seed}."
     )
     return config
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Return the torch device to run on, after checking that this machine has it.
+
+    Args:
+        device: "cpu", "cuda", "cuda:N" or a torch.device; None = LabConfig.device (`LAB_DEVICE`; default "cuda"
+            when PyTorch sees a GPU, else "cpu").
+
+    Returns:
+        A torch.device. Raises LabConfigError saying what to set when the device cannot train a model here.
+    """
+    import torch
+
+    asked = get_config().device if device is None else device
+    try:
+        resolved = torch.device(asked)
+    except (RuntimeError, TypeError):
+        raise LabConfigError(
+            f"device={asked!r} is not a torch device: use cpu, cuda or cuda:N (LAB_DEVICE)."
+        ) from None
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise LabConfigError(
+                f"device {str(resolved)!r} was asked for (LAB_DEVICE or device=), but PyTorch sees no GPU here "
+                "(torch.cuda.is_available() is False): set LAB_DEVICE=cpu, or unset LAB_DEVICE to use a GPU only "
+                "when there is one."
+            )
+        if resolved.index is not None and resolved.index >= count:
+            raise LabConfigError(
+                f"device {str(resolved)!r} was asked for, but PyTorch sees {count} GPU(s): use cuda:0 … cuda:{count - 1}."
+            )
+        return resolved
+    raise LabConfigError(
+        f"device {str(resolved)!r} cannot train the lab's model: a 'meta' tensor holds no data, and only cpu and "
+        "cuda are supported here. Use cpu, cuda or cuda:N (LAB_DEVICE)."
+    )

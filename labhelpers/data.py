@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -295,21 +294,3 @@ def make_dataloader(dataset, tokenizer, batch_size: int, shuffle: bool = False, 
         generator=generator,
         collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"),
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m labhelpers.data download [DEST]`: fill DEST (default data/sst2) from the hub."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "download" or len(argv) > 2:
-        print("usage: python -m labhelpers.data download [DEST]", file=sys.stderr)
-        return 2
-    try:
-        download_sst2(argv[1] if len(argv) == 2 else PROJECT_DATA_DIR)
-    except LabDataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labhelpers import analysis
+from labhelpers.stats import slope
 
 COLORS = {"full": "tab:green", "lora": "tab:blue", "dora": "tab:orange", "pretrained": "tab:gray"}
 LABELS = {"full": "full FT", "lora": "LoRA", "dora": "DoRA", "pretrained": "pretrained"}
@@ -222,7 +222,7 @@ def plot_figure2(trajectory, method: str, axes=None):
         for seed in trajectory.seeds(method):
             own = trajectory.select(method, target, seed)
             x = np.asarray([p.delta_d for p in own])
-            b = analysis.slope(x, [p.delta_m for p in own])
+            b = slope(x, [p.delta_m for p in own])
             a = np.mean([p.delta_m for p in own]) - b * x.mean()
             line_x = np.linspace(x.min(), x.max(), 2)
             ax.plot(line_x, a + b * line_x, color="black", linewidth=1, alpha=0.6)
@@ -377,7 +377,7 @@ def plot_gradient_norms(stats, axes=None):
     """Plot per-step gradient norms of lora_A, lora_B (LoRA and DoRA) and DoRA's magnitude, and both losses.
 
     Args:
-        stats: an analysis.GradientStats, from analysis.gradient_norms_during_training.
+        stats: a gradients.GradientStats, from gradients.gradient_norms_during_training.
         axes: four Axes (lora_A, lora_B, magnitude, loss); None makes a new figure.
 
     Returns:
@@ -403,11 +403,11 @@ def plot_gradient_norms(stats, axes=None):
     return fig
 
 
-def plot_bench(results: Sequence[Mapping], ax=None, metric: str = "ratio"):
+def plot_bench(results: Sequence, ax=None, metric: str = "ratio"):
     """Bar-plot labhelpers.bench results: one group per (out x in, tokens, dropout), one bar per layer.
 
     Args:
-        results: dicts returned by `bench.compare` or `bench.time_layers` (no dropout in the group's label).
+        results: bench.BenchResult records of `bench.compare` or `bench.time_layers` (no dropout in the label).
         ax: an Axes to draw on, or None for a new figure.
         metric: "ratio" (median step time / LoRA's) or "peak" (peak MiB per step).
 
@@ -418,22 +418,22 @@ def plot_bench(results: Sequence[Mapping], ax=None, metric: str = "ratio"):
         raise ValueError(f"metric={metric!r}: use 'ratio' or 'peak'")
     fig, ax = _axes(ax, figsize=(7, 4))
     groups = [
-        f"{r['out_features']}x{r['in_features']}\n{r['tokens']} tok"
-        + (f", dropout {r['lora_dropout']:g}" if "lora_dropout" in r else "")
+        f"{r.settings.out_features}x{r.settings.in_features}\n{r.settings.tokens} tok"
+        + (f", dropout {r.lora_dropout:g}" if r.lora_dropout is not None else "")
         for r in results
     ]
-    names = list(dict.fromkeys(name for r in results for name in r["layers"]))
+    names = list(dict.fromkeys(name for r in results for name in r.layers))
     width = 0.8 / max(1, len(names))
     for k, name in enumerate(names):
         values = []
         for r in results:
-            row = r["layers"].get(name)
+            row = r.layers.get(name)
             if row is None:
                 values.append(np.nan)
             elif metric == "ratio":
-                values.append(np.nan if row["ratio"] is None else row["ratio"])
+                values.append(np.nan if row.ratio is None else row.ratio)
             else:
-                values.append(row["peak_bytes"] / 2**20)
+                values.append(row.peak_bytes / 2**20)
         ax.bar(np.arange(len(results)) + (k - (len(names) - 1) / 2) * width, values, width, label=name)
     if metric == "ratio":
         ax.axhline(1.0, color="k", linestyle="--", linewidth=1, label="LoRA")

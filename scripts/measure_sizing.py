@@ -27,8 +27,9 @@ from pathlib import Path
 import nbformat
 import psutil
 
+from labhelpers.assignment import SOURCE_NOTEBOOK
 from labhelpers.config import get_config
-from labhelpers.grading.course import SOURCE_NOTEBOOK, release
+from labhelpers.grading.course import release
 from labhelpers.grading.samples import perfect, write_submission
 
 MIB = 2**20

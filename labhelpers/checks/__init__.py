@@ -1,10 +1,10 @@
 """The notebook's checks: each runs the exercise's probe on the student's code and its judge on what the probe saw.
 
-One module per exercise (decompose, dora_linear, direction_gradient, finetune, weight_change) holds the judge —
-the references (PEFT, autograd, the definitions) and the catalogue of known mistakes — and the `check_*` function
-the notebook calls; the probes that run student code live apart in labhelpers.probes, which is all a graded
-submission's sandbox can see. A check prints one ✔ line or raises AssertionError saying what was expected, what
-was got and how to fix it.
+One module per exercise (decompose, direction_gradient, weight_change; dora_linear and finetune are packages of small
+modules) holds the judge — the references (PEFT, autograd, the definitions) and the catalogue of known mistakes — and
+the `check_*` function the notebook calls; the probes that run student code live apart in labhelpers.probes, which
+is all a graded submission's sandbox can see. A check prints one ✔ line or raises AssertionError saying what was
+expected, what was got and how to fix it.
 """
 
 from labhelpers.checks import decompose, direction_gradient, dora_linear, finetune, weight_change

@@ -151,6 +151,20 @@ def describe_facts(facts: Mapping[str, Any] | None) -> str:
     return "nothing" if facts is None else _kind_text(facts)
 
 
+def _expect_shape(got: tuple[int, ...], shape: Sequence[int | None], what: str, suffix: str) -> None:
+    """Fail unless got matches shape (None matches any size), saying whether broadcasting or a reduction went wrong."""
+    if len(got) == len(shape) and all(e is None or a == e for a, e in zip(got, shape, strict=True)):
+        return
+    if _broadcast(got, [1 if s is None else s for s in shape]):
+        fix = (
+            "a larger shape than expected usually comes from broadcasting two tensors of different shapes, e.g. "
+            "(n, 1) with (1, n) gives (n, n): check the shapes of the tensors you combine"
+        )
+    else:
+        fix = "check which dimension you reduce over and whether you keep it (keepdim=True)"
+    raise CheckFailed(f"{what} has shape {got}, expected {shape_text(shape)}: {fix}.{suffix}")
+
+
 def expect_tensor(
     obs: Observation,
     key: str,
@@ -186,17 +200,8 @@ def expect_tensor(
             f"tensors.{suffix}"
         )
     got = tuple(facts["shape"])
-    if shape is not None and not (
-        len(got) == len(shape) and all(e is None or a == e for a, e in zip(got, shape, strict=True))
-    ):
-        if _broadcast(got, [1 if s is None else s for s in shape]):
-            fix = (
-                "a larger shape than expected usually comes from broadcasting two tensors of different shapes, e.g. "
-                "(n, 1) with (1, n) gives (n, n): check the shapes of the tensors you combine"
-            )
-        else:
-            fix = "check which dimension you reduce over and whether you keep it (keepdim=True)"
-        raise CheckFailed(f"{what} has shape {got}, expected {shape_text(shape)}: {fix}.{suffix}")
+    if shape is not None:
+        _expect_shape(got, shape, what, suffix)
     if dtype is not None and facts["dtype"] != str(dtype).removeprefix("torch."):
         raise CheckFailed(
             f"{what} has dtype torch.{facts['dtype']}, expected {dtype}: keep the input's dtype "
@@ -260,11 +265,13 @@ class Mistake:
         changes: how the mistaken computation differs from the right one, as keyword arguments of the check's
             reference builder (e.g. {"scaling": 1.0}); two mistakes with disjoint changes can occur together.
         value: for a mistake that is no variation of the reference, a function computing its value.
+        name: a short identifier of the mistake in its catalogue (e.g. "norm_over_dim0"), for listings and tests.
     """
 
     message: str
     changes: Mapping[str, Any] = field(default_factory=dict)
     value: Callable[[], Any] | None = None
+    name: str = ""
 
 
 def recognise(

@@ -26,7 +26,7 @@ from labhelpers.checks.core import (
     unchanged,
 )
 from labhelpers.probes.core import Observation
-from labhelpers.probes.decompose import DecomposeSpec, cases, probe
+from labhelpers.probes.decompose import DecomposeCase, DecomposeSpec, cases, probe
 
 EPSILON_LIMIT = 1e-3
 """Largest amount by which a magnitude above the row norms reads as an added epsilon (rather than another mistake)."""
@@ -61,88 +61,112 @@ def judge_magnitude_shape(obs: Observation, key: str, W: torch.Tensor, what: str
     expect_tensor(obs, key, what, shape=(out_features, 1))
 
 
+def _judge_returned_pair(obs: Observation, case: DecomposeCase, what: str) -> None:
+    """Check that decompose_weight returned two values and left W as it was."""
+    student_error(obs, f"{case.key}/error")
+    result = obs.facts.get(f"{case.key}/result")
+    if result is None:
+        raise CheckFailed(f"{what} was not run (the probe stopped before it).")
+    if result["kind"] == "none":
+        raise CheckFailed(f"{what} returned None: did you forget `return magnitude, direction`?")
+    if result["kind"] != "sequence" or result["length"] != 2:
+        got = describe_facts(result)
+        if result["kind"] in ("tensor", "parameter"):
+            got = f"a single tensor of shape {tuple(result['shape'])}"
+        raise CheckFailed(f"{what} should return two tensors, `return magnitude, direction`, but returned {got}.")
+    if not unchanged(obs, f"{case.key}/W_after", case.W):
+        raise CheckFailed(
+            f"{what} modified W in place: compute new tensors (W / norm) instead of in-place operations (W /= norm, "
+            f"W.div_(...), W[...] = ...), since W is the layer's pretrained weight."
+        )
+
+
+def _returned_tensors(obs: Observation, case: DecomposeCase, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (magnitude, direction) once both are finite tensors of the right shape, dtype and device."""
+    W, key = case.W, case.key
+    out_features, in_features = W.shape
+    zero_hint = (
+        "An all-zero row has no direction: divide it by 1 instead of 0 (or clamp the denominator, "
+        "norm.clamp_min(1e-12)) so that the row stays zero."
+        if case.zero_row is not None
+        else ""
+    )
+    judge_magnitude_shape(obs, f"{key}/magnitude", W, f"the magnitude returned by {what}")
+    direction_facts = obs.facts.get(f"{key}/direction") or {}
+    if direction_facts.get("kind") in ("tensor", "parameter") and tuple(direction_facts["shape"]) == (
+        in_features,
+        out_features,
+    ) != (out_features, in_features):
+        raise CheckFailed(
+            f"the direction returned by {what} has shape ({in_features}, {out_features}), expected "
+            f"({out_features}, {in_features}): it is transposed; keep W's (out_features, in_features) layout."
+        )
+    values = {}
+    for name, shape in (("magnitude", (out_features, 1)), ("direction", tuple(W.shape))):
+        values[name] = expect_tensor(
+            obs, f"{key}/{name}", f"the {name} returned by {what}", shape=shape, dtype=W.dtype, hint=zero_hint
+        )
+        device = obs.facts[f"{key}/{name}"]["device"]
+        if device != str(W.device):
+            raise CheckFailed(
+                f"the {name} returned by {what} is on {device}, W on {W.device}: keep W's device (no "
+                f".cpu()/.cuda(); create new tensors with device=W.device or *_like(W))."
+            )
+    return values["magnitude"], values["direction"]
+
+
+def _judge_magnitude(case: DecomposeCase, magnitude: torch.Tensor, what: str) -> None:
+    """Check that the magnitude is the row norms of W; name an added epsilon or a known wrong norm."""
+    W = case.W
+    reference = row_norms(W.double())
+    if is_close(magnitude, reference.to(W.dtype)):
+        return
+    if _epsilon_matches(magnitude, reference):
+        row = case.zero_row if case.zero_row is not None else int((magnitude.double() - reference).argmax())
+        raise CheckFailed(
+            f"the magnitude returned by {what} is {float(magnitude[row, 0] - reference[row, 0]):.2g} more than "
+            f"the norm of row {row} ({float(reference[row, 0]):.6g}): you added an epsilon to the magnitude (or clamped it). Clamp the "
+            f"denominator, not the magnitude: direction = W / magnitude.clamp_min(1e-12), with magnitude = "
+            f"||W_i|| exactly."
+        )
+    assert_close(
+        magnitude,
+        reference,
+        f"the magnitude returned by {what}",
+        hint=explain(recognise(magnitude, _magnitude_mistakes(W, reference), pairs=False))
+        or "magnitude[i] should be the L2 norm of row i of W, ||W[i, :]||.",
+    )
+
+
+def _judge_direction(case: DecomposeCase, magnitude: torch.Tensor, direction: torch.Tensor, what: str) -> None:
+    """Check that every non-zero row of the direction has norm 1 and that magnitude * direction rebuilds W."""
+    W = case.W
+    reference = row_norms(W.double())
+    nonzero = reference.view(-1) > 0
+    assert_close(
+        row_norms(direction.double())[nonzero],
+        torch.ones_like(reference[nonzero]).to(W.dtype),
+        f"the row norms of the direction returned by {what}",
+        hint="every non-zero row of direction should have norm 1: direction = W / magnitude.",
+    )
+    assert_close(
+        magnitude * direction,
+        W,
+        f"magnitude * direction returned by {what}",
+        hint="magnitude * direction should rebuild W exactly; did you normalise over the wrong dimension or "
+        "rescale W?",
+    )
+
+
 def judge(spec: DecomposeSpec, obs: Observation) -> str:
     """Judge decompose_weight's observations; return the summary of a pass or raise CheckFailed."""
     n_checks = 0
     for case in cases(spec):
-        W, key = case.W, case.key
-        out_features, in_features = W.shape
         what = f"decompose_weight(W) with {case.text}"
-        student_error(obs, f"{key}/error")
-        result = obs.facts.get(f"{key}/result")
-        if result is None:
-            raise CheckFailed(f"{what} was not run (the probe stopped before it).")
-        if result["kind"] == "none":
-            raise CheckFailed(f"{what} returned None: did you forget `return magnitude, direction`?")
-        if result["kind"] != "sequence" or result["length"] != 2:
-            got = describe_facts(result)
-            if result["kind"] in ("tensor", "parameter"):
-                got = f"a single tensor of shape {tuple(result['shape'])}"
-            raise CheckFailed(f"{what} should return two tensors, `return magnitude, direction`, but returned {got}.")
-        if not unchanged(obs, f"{key}/W_after", W):
-            raise CheckFailed(
-                f"{what} modified W in place: compute new tensors (W / norm) instead of in-place operations (W /= norm, "
-                f"W.div_(...), W[...] = ...), since W is the layer's pretrained weight."
-            )
-        zero_hint = (
-            "An all-zero row has no direction: divide it by 1 instead of 0 (or clamp the denominator, "
-            "norm.clamp_min(1e-12)) so that the row stays zero."
-            if case.zero_row is not None
-            else ""
-        )
-        judge_magnitude_shape(obs, f"{key}/magnitude", W, f"the magnitude returned by {what}")
-        direction_facts = obs.facts.get(f"{key}/direction") or {}
-        if direction_facts.get("kind") in ("tensor", "parameter") and tuple(direction_facts["shape"]) == (
-            in_features,
-            out_features,
-        ) != (out_features, in_features):
-            raise CheckFailed(
-                f"the direction returned by {what} has shape ({in_features}, {out_features}), expected "
-                f"({out_features}, {in_features}): it is transposed; keep W's (out_features, in_features) layout."
-            )
-        values = {}
-        for name, shape in (("magnitude", (out_features, 1)), ("direction", tuple(W.shape))):
-            values[name] = expect_tensor(
-                obs, f"{key}/{name}", f"the {name} returned by {what}", shape=shape, dtype=W.dtype, hint=zero_hint
-            )
-            device = obs.facts[f"{key}/{name}"]["device"]
-            if device != str(W.device):
-                raise CheckFailed(
-                    f"the {name} returned by {what} is on {device}, W on {W.device}: keep W's device (no "
-                    f".cpu()/.cuda(); create new tensors with device=W.device or *_like(W))."
-                )
-        magnitude, direction = values["magnitude"], values["direction"]
-        reference = row_norms(W.double())
-        if not is_close(magnitude, reference.to(W.dtype)):
-            if _epsilon_matches(magnitude, reference):
-                row = case.zero_row if case.zero_row is not None else int((magnitude.double() - reference).argmax())
-                raise CheckFailed(
-                    f"the magnitude returned by {what} is {float(magnitude[row, 0] - reference[row, 0]):.2g} more than "
-                    f"the norm of row {row} ({float(reference[row, 0]):.6g}): you added an epsilon to the magnitude (or clamped it). Clamp the "
-                    f"denominator, not the magnitude: direction = W / magnitude.clamp_min(1e-12), with magnitude = "
-                    f"||W_i|| exactly."
-                )
-            assert_close(
-                magnitude,
-                reference,
-                f"the magnitude returned by {what}",
-                hint=explain(recognise(magnitude, _magnitude_mistakes(W, reference), pairs=False))
-                or "magnitude[i] should be the L2 norm of row i of W, ||W[i, :]||.",
-            )
-        nonzero = reference.view(-1) > 0
-        assert_close(
-            row_norms(direction.double())[nonzero],
-            torch.ones_like(reference[nonzero]).to(W.dtype),
-            f"the row norms of the direction returned by {what}",
-            hint="every non-zero row of direction should have norm 1: direction = W / magnitude.",
-        )
-        assert_close(
-            magnitude * direction,
-            W,
-            f"magnitude * direction returned by {what}",
-            hint="magnitude * direction should rebuild W exactly; did you normalise over the wrong dimension or "
-            "rescale W?",
-        )
+        _judge_returned_pair(obs, case, what)
+        magnitude, direction = _returned_tensors(obs, case, what)
+        _judge_magnitude(case, magnitude, what)
+        _judge_direction(case, magnitude, direction, what)
         n_checks += 1
     shapes = ", ".join(str(tuple(s)) for s in spec.shapes)
     return (

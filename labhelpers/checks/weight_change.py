@@ -10,14 +10,17 @@ from labhelpers.checks.core import (
     NUMBER_RTOL,
     NUMBER_RTOL_FLOAT32,
     CheckFailed,
+    Mistake,
     describe_facts,
+    explain,
     numbers_close,
+    recognise,
     run_check,
     student_error,
     unchanged,
 )
 from labhelpers.probes.core import Observation
-from labhelpers.probes.weight_change import WeightChangeSpec, cases, probe
+from labhelpers.probes.weight_change import WeightChangeCase, WeightChangeSpec, cases, probe
 
 
 def reference_change(W0: torch.Tensor, W: torch.Tensor, dim: int = 1) -> tuple[float, float]:
@@ -40,81 +43,100 @@ def _number(obs: Observation, key: str, name: str, what: str) -> float:
     return float(facts["value"])
 
 
+def _returned_pair(obs: Observation, case: WeightChangeCase) -> tuple[float, float]:
+    """Return (delta_m, delta_d) once both are Python numbers and W0 and W are unchanged."""
+    what, key = case.what, case.key
+    student_error(obs, f"{key}/error")
+    result = obs.facts.get(f"{key}/result")
+    if result is None:
+        raise CheckFailed(f"{what} was not run (the check stopped before it).")
+    if result["kind"] == "none":
+        raise CheckFailed(f"{what} returned None: did you forget `return delta_m, delta_d`?")
+    if f"{key}/delta_d" not in obs.facts:
+        raise CheckFailed(
+            f"{what} should return two floats, `return delta_m, delta_d`, but returned {describe_facts(result)}."
+        )
+    delta_m = _number(obs, f"{key}/delta_m", "delta_m", what)
+    delta_d = _number(obs, f"{key}/delta_d", "delta_d", what)
+    if not (unchanged(obs, f"{key}/W0_after", case.W0) and unchanged(obs, f"{key}/W_after", case.W)):
+        raise CheckFailed(f"{what} modified W0 or W in place: compute new tensors instead (no /=, .div_(), [...] =).")
+    return delta_m, delta_d
+
+
+def _change_mistakes(W0: torch.Tensor, W: torch.Tensor) -> tuple[list[Mistake], list[Mistake]]:
+    """Return the known wrong ΔM and ΔD of W0 → W (float64), each a value and what the student computed."""
+    norm0, norm = torch.linalg.vector_norm(W0, dim=1), torch.linalg.vector_norm(W, dim=1)
+    cos = (W0 * W).sum(dim=1) / (norm0 * norm)
+    m_mistakes = [
+        Mistake("one norm per input feature (dim=0): use dim=1, one norm per output feature (row)",
+                value=lambda: float(
+                    torch.linalg.vector_norm(W, dim=0).sub(torch.linalg.vector_norm(W0, dim=0)).abs().mean()
+                )),
+        Mistake("the mean of the signed differences: take the absolute value of each row's change before averaging, "
+                "mean(|‖W_i‖ − ‖W0_i‖|)", value=lambda: float((norm - norm0).mean())),
+        Mistake("the absolute value of the mean difference: take the absolute value of each row's change first, then "
+                "average", value=lambda: abs(float((norm - norm0).mean()))),
+        Mistake("the norm of the difference ‖W_i − W0_i‖: ΔM compares the lengths, | ‖W_i‖ − ‖W0_i‖ |",
+                value=lambda: float(torch.linalg.vector_norm(W - W0, dim=1).mean())),
+        Mistake("the change of the whole matrix's norm: compare each row's norm, then average over rows",
+                value=lambda: abs(float(torch.linalg.vector_norm(W) - torch.linalg.vector_norm(W0)))),
+    ]  # fmt: skip
+    d_mistakes = [
+        Mistake("the mean cosine similarity: ΔD is the mean of 1 − cos", value=lambda: float(cos.mean())),
+        Mistake("cosines between columns (dim=0): compare rows, F.cosine_similarity(W, W0, dim=1)",
+                value=lambda: float((1 - torch.nn.functional.cosine_similarity(W, W0, dim=0)).mean())),
+        Mistake("the sum over rows: take the mean", value=lambda: float((1 - cos).sum())),
+        Mistake("the angle: ΔD is the mean of 1 − cos, not of arccos",
+                value=lambda: float(torch.arccos(cos.clamp(-1, 1)).mean())),
+    ]  # fmt: skip
+    return m_mistakes, d_mistakes
+
+
+def _judge_change(case: WeightChangeCase, delta_m: float, delta_d: float) -> None:
+    """Check (delta_m, delta_d) against the paper's measure; on a failure, name what was computed instead."""
+    what = case.what
+    W0, W = case.W0.double(), case.W.double()
+    expected_m, expected_d = reference_change(W0, W)
+    rtol = NUMBER_RTOL if case.W0.dtype == torch.float64 else NUMBER_RTOL_FLOAT32
+    ok_m, ok_d = numbers_close(delta_m, expected_m, rtol), numbers_close(delta_d, expected_d, rtol)
+    if ok_m and ok_d:
+        return
+    if numbers_close(delta_m, expected_d, rtol) and numbers_close(delta_d, expected_m, rtol):
+        raise CheckFailed(
+            f"{what} returned (ΔD, ΔM) = ({delta_m:.6g}, {delta_d:.6g}): return them in the order (delta_m, delta_d)."
+        )
+    column_m, column_d = reference_change(W0, W, dim=0)
+    if numbers_close(delta_m, column_m, rtol) and numbers_close(delta_d, column_d, rtol):
+        raise CheckFailed(
+            f"{what} returned ({delta_m:.6g}, {delta_d:.6g}), expected ({expected_m:.6g}, {expected_d:.6g}); yours "
+            f"matches norms over dim=0 (one per input feature). Use one norm and one cosine per output feature, "
+            f"i.e. per row of the (out_features, in_features) weight: dim=1."
+        )
+    m_mistakes, d_mistakes = _change_mistakes(W0, W)
+    problems = []
+    for ok, value, expected, name, mistakes, formula in (
+        (ok_m, delta_m, expected_m, "delta_m", m_mistakes, "mean_i |‖W_i‖ − ‖W0_i‖|"),
+        (ok_d, delta_d, expected_d, "delta_d", d_mistakes, "mean_i (1 − cos(W_i, W0_i))"),
+    ):
+        if ok:
+            continue
+        known = explain(recognise(value, mistakes, matches=lambda a, c: numbers_close(a, c, rtol), pairs=False))
+        problems.append(
+            f"{name} is {value:.6g}, expected {expected:.6g}: you computed {known}"
+            if known
+            else f"{name} is {value:.6g}, expected {expected:.6g} = {formula}, with W_i the i-th row (output "
+            f"feature) of W"
+        )
+    raise CheckFailed(f"{what}: " + "; and ".join(problems) + ".")
+
+
 def judge(spec: WeightChangeSpec, obs: Observation) -> str:
     """Judge magnitude_direction_change's observations; return a pass summary or raise CheckFailed."""
     n_checks = 0
     for case in cases(spec):
-        what, key = case.what, case.key
-        student_error(obs, f"{key}/error")
-        result = obs.facts.get(f"{key}/result")
-        if result is None:
-            raise CheckFailed(f"{what} was not run (the check stopped before it).")
-        if result["kind"] == "none":
-            raise CheckFailed(f"{what} returned None: did you forget `return delta_m, delta_d`?")
-        if f"{key}/delta_d" not in obs.facts:
-            raise CheckFailed(
-                f"{what} should return two floats, `return delta_m, delta_d`, but returned {describe_facts(result)}."
-            )
-        delta_m = _number(obs, f"{key}/delta_m", "delta_m", what)
-        delta_d = _number(obs, f"{key}/delta_d", "delta_d", what)
-        if not (unchanged(obs, f"{key}/W0_after", case.W0) and unchanged(obs, f"{key}/W_after", case.W)):
-            raise CheckFailed(
-                f"{what} modified W0 or W in place: compute new tensors instead (no /=, .div_(), [...] =)."
-            )
-        W0, W = case.W0.double(), case.W.double()
-        expected_m, expected_d = reference_change(W0, W)
-        rtol = NUMBER_RTOL if case.W0.dtype == torch.float64 else NUMBER_RTOL_FLOAT32
-        ok_m, ok_d = numbers_close(delta_m, expected_m, rtol), numbers_close(delta_d, expected_d, rtol)
-        if ok_m and ok_d:
-            n_checks += 1
-            continue
-        if numbers_close(delta_m, expected_d, rtol) and numbers_close(delta_d, expected_m, rtol):
-            raise CheckFailed(
-                f"{what} returned (ΔD, ΔM) = ({delta_m:.6g}, {delta_d:.6g}): return them in the order (delta_m, delta_d)."
-            )
-        column_m, column_d = reference_change(W0, W, dim=0)
-        if numbers_close(delta_m, column_m, rtol) and numbers_close(delta_d, column_d, rtol):
-            raise CheckFailed(
-                f"{what} returned ({delta_m:.6g}, {delta_d:.6g}), expected ({expected_m:.6g}, {expected_d:.6g}); yours "
-                f"matches norms over dim=0 (one per input feature). Use one norm and one cosine per output feature, "
-                f"i.e. per row of the (out_features, in_features) weight: dim=1."
-            )
-        norm0, norm = torch.linalg.vector_norm(W0, dim=1), torch.linalg.vector_norm(W, dim=1)
-        cos = (W0 * W).sum(dim=1) / (norm0 * norm)
-        m_mistakes = [
-            (float(torch.linalg.vector_norm(W, dim=0).sub(torch.linalg.vector_norm(W0, dim=0)).abs().mean()),
-             "one norm per input feature (dim=0): use dim=1, one norm per output feature (row)"),
-            (float((norm - norm0).mean()), "the mean of the signed differences: take the absolute value of each "
-             "row's change before averaging, mean(|‖W_i‖ − ‖W0_i‖|)"),
-            (abs(float((norm - norm0).mean())), "the absolute value of the mean difference: take the absolute value "
-             "of each row's change first, then average"),
-            (float(torch.linalg.vector_norm(W - W0, dim=1).mean()), "the norm of the difference ‖W_i − W0_i‖: ΔM "
-             "compares the lengths, | ‖W_i‖ − ‖W0_i‖ |"),
-            (abs(float(torch.linalg.vector_norm(W) - torch.linalg.vector_norm(W0))), "the change of the whole "
-             "matrix's norm: compare each row's norm, then average over rows"),
-        ]  # fmt: skip
-        d_mistakes = [
-            (float(cos.mean()), "the mean cosine similarity: ΔD is the mean of 1 − cos"),
-            (float((1 - torch.nn.functional.cosine_similarity(W, W0, dim=0)).mean()),
-             "cosines between columns (dim=0): compare rows, F.cosine_similarity(W, W0, dim=1)"),
-            (float((1 - cos).sum()), "the sum over rows: take the mean"),
-            (float(torch.arccos(cos.clamp(-1, 1)).mean()), "the angle: ΔD is the mean of 1 − cos, not of arccos"),
-        ]  # fmt: skip
-        problems = []
-        for ok, value, expected, name, mistakes, formula in (
-            (ok_m, delta_m, expected_m, "delta_m", m_mistakes, "mean_i |‖W_i‖ − ‖W0_i‖|"),
-            (ok_d, delta_d, expected_d, "delta_d", d_mistakes, "mean_i (1 − cos(W_i, W0_i))"),
-        ):
-            if ok:
-                continue
-            known = next((message for candidate, message in mistakes if numbers_close(value, candidate, rtol)), None)
-            problems.append(
-                f"{name} is {value:.6g}, expected {expected:.6g}: you computed {known}"
-                if known
-                else f"{name} is {value:.6g}, expected {expected:.6g} = {formula}, with W_i the i-th row (output "
-                f"feature) of W"
-            )
-        raise CheckFailed(f"{what}: " + "; and ".join(problems) + ".")
+        delta_m, delta_d = _returned_pair(obs, case)
+        _judge_change(case, delta_m, delta_d)
+        n_checks += 1
     shapes = ", ".join(str(tuple(s)) for s in spec.shapes)
     return f"{n_checks} checks on shapes {shapes}: per-row ΔM and ΔD, inputs unchanged"
 

@@ -4,41 +4,38 @@ Grading resumes: a submission whose notebook, instructor source and lab version 
 not graded again, and grades.csv and the feedback are written as submissions finish, so a run stopped half-way (Ctrl-C,
 SIGTERM, a lost session) loses only the submissions in progress — the same command finishes the class, with the same
 grades as a run from scratch.
+
+The steps live beside this module: submissions (finding them), course (the graded copy of the nbgrader course),
+ledger (status.json: what each grade depends on), pool (the worker processes), worker (grading one submission),
+feedback and export (what the student and the instructor read).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import html
 import json
 import os
-import select
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
+from labhelpers.assignment import ASSIGNMENT, NOTEBOOK, SOURCE_NOTEBOOK, SUBMITTED_DIRECTORY
 from labhelpers.config import get_config
-from labhelpers.course import ASSIGNMENT, COURSE_ID, NOTEBOOK, SOURCE_NOTEBOOK
 from labhelpers.errors import LabGradingError
 from labhelpers.grading.calls import graded_cells
-from labhelpers.grading.course import course_config, generate_assignment
-from labhelpers.grading.exchange import find_submissions
+from labhelpers.grading.course import course_config, nbgrader_api, prepare_course
 from labhelpers.grading.export import write_grades_csv
+from labhelpers.grading.feedback import publish_feedback
+from labhelpers.grading.ledger import Ledger, LedgerEntry, lab_version, submission_key
+from labhelpers.grading.pool import Outcome, WorkerPool
 from labhelpers.grading.sandbox import MAX_SLOTS, problem
-from labhelpers.grading.worker import Result, Run, result_path, zero_in_gradebook
+from labhelpers.grading.submissions import Submission, discover_submissions
+from labhelpers.grading.worker import TIDIED, Result, WorkerSettings, result_path, zero_in_gradebook
 
-MAX_NOTEBOOK_BYTES = 20 * 2**20
-STATUS_FILE = "status.json"
 CSV_EVERY_SECONDS = 30
 """grades.csv is rewritten at least this often while grading (and at the end, and when stopped)."""
 
@@ -60,162 +57,31 @@ class GradingOptions:
     memory_bytes: int = 6 * 2**30
 
 
+class GradingStopped(LabGradingError):
+    """The run was stopped (Ctrl-C, SIGTERM): what was done is saved, and the same command resumes."""
+
+
 @dataclass
-class Submission:
-    """One student of SUBMISSIONS_DIR and what finding their notebook said."""
+class _ClassRun:
+    """One grading run of a class: its folders, limits and ledger.
 
-    student_id: str
-    notebook: Path | None = None
-    timestamp: str | None = None
-    status: list[str] = field(default_factory=list)
-    exchange_files: list[Path] = field(default_factory=list)
-    """nbgrader's timestamp.txt and submission_secret.txt, kept beside the notebook (`dora-lab return` needs them)."""
-
-
-def collect(submissions_dir: Path) -> list[Submission]:
-    """List the submissions of a folder (plain or nbgrader's collected layout), keeping only valid notebooks."""
-    if not submissions_dir.is_dir():
-        raise LabGradingError(
-            f"{submissions_dir} is not a folder: give the folder holding one <student_id>/ folder per student."
-        )
-    submissions = []
-    for found in find_submissions(submissions_dir):
-        submission = Submission(found.student_id, None, found.timestamp, list(found.problems), found.exchange_files)
-        if found.notebook is not None:
-            trouble = unreadable(found.notebook)
-            if trouble:
-                submission.status.append(trouble)
-            else:
-                submission.notebook = found.notebook
-        elif not submission.status:
-            submission.status.append(f"no notebook submitted (expected {NOTEBOOK}.ipynb)")
-        submissions.append(submission)
-    return submissions
-
-
-def unreadable(path: Path) -> str:
-    """Return why `path` cannot be graded as a notebook, or "" when it is a valid one."""
-    if path.is_symlink() or not path.is_file():
-        return f"{path.name} is not a regular file (links are not followed)"
-    if path.stat().st_size > MAX_NOTEBOOK_BYTES:
-        return f"{path.name} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MiB"
-    try:
-        notebook = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
-        nbformat.validate(notebook)
-    except Exception as error:  # any parse or schema error: the file is not a notebook we can grade
-        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        return f"{path.name} is not a valid notebook ({first})"
-    return ""
-
-
-def lab_version() -> str:
-    """Return the grading code's version: the package's, and a digest of its sources (a changed check regrades)."""
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent.parent
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    return f"{version('labhelpers')}+{digest.hexdigest()[:12]}"
-
-
-def prepare_course(out_dir: Path, source_notebook: Path) -> tuple[Path, Path]:
-    """Create OUT_DIR's private nbgrader course (source, release with checksums, gradebook); reuse it when current.
-
-    Returns:
-        (the course folder, the gradebook file).
+    Attributes:
+        course: the graded copy's course folder.
+        db_path: its gradebook.
+        out_dir: the grading folder.
+        options: the run's limits.
+        ledger: status.json, kept current as submissions finish.
+        hidden: folders of the grading machine that no feedback may name.
+        keys: {student_id: submission_key} of the submissions graded in this run.
     """
-    if not source_notebook.is_file():
-        raise LabGradingError(
-            f"No instructor notebook at {source_notebook}: grading needs the nbgrader source (solutions/)."
-        )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LabGradingError(f"--out {out_dir} is a file: give a folder (it is created if missing).")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(out_dir, 0o700)  # only the grader: the gradebook, the secret and every student's work are in here
-    course = out_dir / "course"
-    target = course / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-    db_path = out_dir / "gradebook.db"
-    release = course / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-    if (
-        target.is_file()
-        and release.is_file()
-        and db_path.is_file()
-        and target.read_bytes() == source_notebook.read_bytes()
-    ):
-        return course, db_path
-    graded_cells(
-        nbformat.read(source_notebook, as_version=4)
-    )  # an unreadable test cell stops here, before any grading
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source_notebook, target)
-    generate_assignment(course_config(course, db_path), use_database=True)
-    import sqlite3
 
-    with sqlite3.connect(db_path) as connection:  # workers write to the gradebook while others read it
-        connection.execute("PRAGMA journal_mode=WAL")
-    (course / "nbgrader_config.py").write_text(
-        "# nbgrader settings of this graded copy (e.g. `nbgrader formgrader` here for the written answers).\n"
-        "c = get_config()  # noqa: F821\n"
-        f"c.CourseDirectory.root = {str(course)!r}\n"
-        f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
-        "c.CourseDirectory.source_directory = 'solutions'\n"
-        "c.CourseDirectory.release_directory = 'notebooks'\n"
-        f"c.CourseDirectory.db_url = {'sqlite:///' + str(db_path)!r}\n"
-    )
-    return course, db_path
-
-
-def _key(submission: Submission, source: bytes, lab: str) -> str:
-    """What a grade depends on: the notebook, its submission time, the instructor's source, the lab's version."""
-    digest = hashlib.sha256(submission.notebook.read_bytes() if submission.notebook else b"")
-    digest.update(f"\0{submission.timestamp}\0{lab}\0".encode())
-    digest.update(source)
-    return digest.hexdigest()
-
-
-def _stage(course: Path, submission: Submission) -> None:
-    """Put the student's notebook, exactly as submitted, into the course's submitted/ folder (nbgrader's layout)."""
-    for area in ("submitted", "tidied", "autograded", "feedback"):
-        shutil.rmtree(course / area / submission.student_id, ignore_errors=True)
-    result_path(course, submission.student_id).unlink(missing_ok=True)
-    folder = course / "submitted" / submission.student_id / ASSIGNMENT
-    folder.mkdir(parents=True)
-    if submission.notebook is not None:
-        shutil.copyfile(submission.notebook, folder / f"{NOTEBOOK}.ipynb")
-    for path in submission.exchange_files:
-        shutil.copyfile(path, folder / path.name)
-    if submission.timestamp and not (folder / "timestamp.txt").is_file():
-        (folder / "timestamp.txt").write_text(submission.timestamp)
-
-
-class _Slot:
-    """One worker process and the submission it is grading."""
-
-    def __init__(self, index: int, run: Run, course: Path):
-        self.index = index
-        run_file = course / "jobs" / f"run-{index}.json"
-        run_file.parent.mkdir(exist_ok=True)
-        run_file.write_text(json.dumps(asdict(run)))
-        log = open(course / "logs" / f"worker-{index}.log", "a")  # noqa: SIM115 - the worker's whole life
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "labhelpers.grading.worker", str(run_file)],
-            cwd=course, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
-            start_new_session=True,
-        )  # fmt: skip
-        log.close()
-        self.student: str | None = None
-        self.started = 0.0
-        self.ready = False
-
-    def give(self, student_id: str) -> None:
-        self.student, self.started = student_id, time.monotonic()
-        self.process.stdin.write(student_id + "\n")
-        self.process.stdin.flush()
-
-    def stop(self) -> None:
-        """Kill the worker and everything it started (its sandboxes die with it)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+    course: Path
+    db_path: Path
+    out_dir: Path
+    options: GradingOptions
+    ledger: Ledger
+    hidden: list[str]
+    keys: dict[str, str] = field(default_factory=dict)
 
 
 def grade(
@@ -238,212 +104,145 @@ def grade(
     Returns:
         The path of grades.csv.
     """
-    from tqdm.auto import tqdm
-
     submissions_dir, out_dir = submissions_dir.resolve(), out_dir.resolve()
-    submissions = collect(submissions_dir)
+    submissions = discover_submissions(submissions_dir)
     course, db_path = prepare_course(out_dir, source_notebook)
+    graded_cells(nbformat.read(source_notebook, as_version=4))  # an unreadable test cell stops here, before grading
     (course / "logs").mkdir(exist_ok=True)
-    lab, source = lab_version(), source_notebook.read_bytes()
-    statuses = _read_statuses(out_dir)
-    statuses = {s.student_id: statuses[s.student_id] for s in submissions if s.student_id in statuses}
-    todo = []
-    for submission in submissions:
-        key = _key(submission, source, lab)
-        previous = statuses.get(submission.student_id, {})
-        if previous.get("key") == key and (
-            submission.notebook is None or result_path(course, submission.student_id).is_file()
-        ):
-            continue  # graded before, nothing changed
-        _stage(course, submission)
-        if submission.notebook is None:
-            zero_in_gradebook(db_path, course, submission.student_id)
-            statuses[submission.student_id] = {"status": submission.status, "key": key}
-        else:
-            todo.append((submission, key))
-    _write_statuses(out_dir, statuses)
-    done_before = len(submissions) - len(todo)
+    ledger = Ledger.read(out_dir)
+    ledger.keep_only(submission.student_id for submission in submissions)
+    hidden = [str(out_dir), str(submissions_dir), str(source_notebook.resolve().parent.parent)]
+    run = _ClassRun(course, db_path, out_dir, options, ledger, hidden)
+    todo = _stage_changed(run, submissions, source_notebook.read_bytes())
+    ledger.write()
     if todo:
         trouble = problem()
         if trouble:
             warnings.warn(trouble, stacklevel=2)
-        hidden = [str(out_dir), str(submissions_dir), str(source_notebook.resolve().parent.parent)]
-        _grade_all(
-            todo,
-            course,
-            db_path,
-            out_dir,
-            hidden,
-            options,
-            statuses,
-            progress=progress,
-            total=len(submissions),
-            done_before=done_before,
-            tqdm=tqdm,
-        )
+        _grade_in_workers(run, todo, total=len(submissions), progress=progress)
     publish_feedback(out_dir)
     return write_grades_csv(out_dir)
 
 
-def _grade_all(
-    todo, course, db_path, out_dir, hidden, options, statuses, *, progress, total, done_before, tqdm
-) -> None:
+def _stage_changed(run: _ClassRun, submissions: list[Submission], source: bytes) -> list[Submission]:
+    """Stage each submission not graded since it changed; record those with nothing to grade; return the others.
+
+    Args:
+        run: the class's run (its ledger gets the ungradable submissions, its keys the others').
+        submissions: every student of the class.
+        source: the instructor's source notebook, as bytes.
+
+    Returns:
+        The submissions for the workers, in order.
+    """
+    lab = lab_version()
+    todo = []
+    for submission in submissions:
+        key = submission_key(submission.notebook, submission.timestamp, source, lab)
+        result = result_path(run.course, submission.student_id) if submission.notebook is not None else None
+        if run.ledger.is_current(submission.student_id, key, result):
+            continue  # graded before, nothing changed
+        _stage(run.course, submission)
+        if submission.notebook is None:
+            zero_in_gradebook(run.db_path, run.course, submission.student_id)
+            run.ledger.record(submission.student_id, LedgerEntry(submission.status, key))
+        else:
+            run.keys[submission.student_id] = key
+            todo.append(submission)
+    return todo
+
+
+def _stage(course: Path, submission: Submission) -> None:
+    """Put the student's notebook, exactly as submitted, into the course's submitted/ folder (nbgrader's layout)."""
+    for area in (SUBMITTED_DIRECTORY, TIDIED, "autograded", "feedback"):
+        shutil.rmtree(course / area / submission.student_id, ignore_errors=True)
+    result_path(course, submission.student_id).unlink(missing_ok=True)
+    folder = course / SUBMITTED_DIRECTORY / submission.student_id / ASSIGNMENT
+    folder.mkdir(parents=True)
+    if submission.notebook is not None:
+        shutil.copyfile(submission.notebook, folder / f"{NOTEBOOK}.ipynb")
+    for path in submission.exchange_files:
+        shutil.copyfile(path, folder / path.name)
+    if submission.timestamp and not (folder / "timestamp.txt").is_file():
+        (folder / "timestamp.txt").write_text(submission.timestamp)
+
+
+def _grade_in_workers(run: _ClassRun, todo: list[Submission], total: int, progress: bool) -> None:
     """Hand the submissions to `options.jobs` workers; record each result as it comes; stop cleanly when told to."""
-    jobs = max(1, min(options.jobs, MAX_SLOTS, len(todo)))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    from tqdm.auto import tqdm
+
+    jobs = max(1, min(run.options.jobs, MAX_SLOTS, len(todo)))
     scratch_root = Path(tempfile.mkdtemp(prefix="dora-grading-"))
     os.chmod(scratch_root, 0o711)
-    data_dir = get_config().data_dir
-    hidden = [*hidden, str(scratch_root)]
-    runs = [
-        Run(
-            course_root=str(course),
-            db_path=str(db_path),
-            out_dir=str(out_dir),
-            scratch_root=str(scratch_root),
-            slot=slot,
-            timeout_cell=options.timeout_cell,
-            timeout_submission=options.timeout_submission,
-            memory_bytes=options.memory_bytes,
-            threads=threads,
-            data_dir=str(data_dir) if data_dir else None,
-            hide=hidden,
-        )  # fmt: skip
-        for slot in range(jobs)
-    ]
-    waiting = list(todo)
-    keys = {submission.student_id: key for submission, key in todo}
-    extra = {submission.student_id: submission.status for submission, _ in todo}
-    slots = [_Slot(slot, runs[slot], course) for slot in range(jobs)]
-    bar = tqdm(total=total, initial=done_before, desc="grading", unit="student", disable=not progress)
-    stopping: list[int] = []
-
-    def on_signal(signum, frame):
-        stopping.append(signum)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    last_csv = time.monotonic()
+    pool = WorkerPool(_worker_settings(run, scratch_root, jobs), run.course, run.options.timeout_submission)
+    bar = tqdm(total=total, initial=total - len(todo), desc="grading", unit="student", disable=not progress)
+    by_id = {submission.student_id: submission for submission in todo}
     try:
-        while (waiting or any(slot.student for slot in slots)) and not stopping:
-            for slot in slots:
-                if slot.ready and slot.student is None and waiting:
-                    slot.give(waiting.pop(0)[0].student_id)
-            streams = {slot.process.stdout: slot for slot in slots if slot.process.poll() is None}
-            readable, _, _ = select.select(list(streams), [], [], 0.5)
-            for stream in readable:
-                slot = streams[stream]
-                line = stream.readline()
-                message = _message(line)
-                if message.get("ready"):
-                    slot.ready = True
-                elif message.get("done") and message["done"] == slot.student:
-                    _record(slot.student, course, statuses, keys, extra)
-                    slot.student = None
+        with pool:
+            last_csv = time.monotonic()
+            for outcomes in pool.passes(list(by_id)):
+                for outcome in outcomes:
+                    _record(run, by_id[outcome.student_id], outcome)
                     bar.update(1)
-            for slot in slots:
-                dead = slot.process.poll() is not None
-                late = slot.student and time.monotonic() - slot.started > options.timeout_submission
-                if dead or late:
-                    if slot.student:
-                        reason = (
-                            f"submission time limit ({options.timeout_submission} s) exceeded: 0 points"
-                            if late
-                            else "grader error (the worker stopped): 0 points, please review"
-                        )
-                        zero_in_gradebook(db_path, course, slot.student)
-                        statuses[slot.student] = {"status": extra[slot.student] + [reason], "key": keys[slot.student]}
-                        bar.update(1)
-                    slot.stop()
-                    slots[slot.index] = _Slot(slot.index, runs[slot.index], course)
-            if time.monotonic() - last_csv > CSV_EVERY_SECONDS:
-                _write_statuses(out_dir, statuses)
-                write_grades_csv(out_dir)
-                last_csv = time.monotonic()
+                if time.monotonic() - last_csv > CSV_EVERY_SECONDS:
+                    run.ledger.write()
+                    write_grades_csv(run.out_dir)
+                    last_csv = time.monotonic()
     finally:
-        for slot in slots:
-            if slot.student and stopping:
-                statuses.pop(slot.student, None)  # not finished: graded again on the next run
-            slot.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if pool.stopped_by is not None:
+            for student_id in pool.in_progress:
+                run.ledger.forget(student_id)  # not finished: graded again on the next run
         bar.close()
         shutil.rmtree(scratch_root, ignore_errors=True)
-        _write_statuses(out_dir, statuses)
-        if stopping:
-            publish_feedback(out_dir)
-            write_grades_csv(out_dir)
-    if stopping:
-        done = sum(1 for entry in statuses.values() if "key" in entry)
+        run.ledger.write()
+        if pool.stopped_by is not None:
+            publish_feedback(run.out_dir)
+            write_grades_csv(run.out_dir)
+    if pool.stopped_by is not None:
         raise GradingStopped(
-            f"stopped by signal {stopping[0]} with {done} of {total} submissions graded; grades.csv and feedback/ hold "
-            f"those. Run the same `dora-lab grade` command again to grade the rest."
+            f"stopped by signal {pool.stopped_by} with {len(run.ledger)} of {total} submissions graded; grades.csv and "
+            f"feedback/ hold those. Run the same `dora-lab grade` command again to grade the rest."
         )
 
 
-class GradingStopped(LabGradingError):
-    """The run was stopped (Ctrl-C, SIGTERM): what was done is saved, and the same command resumes."""
+def _worker_settings(run: _ClassRun, scratch_root: Path, jobs: int) -> list[WorkerSettings]:
+    """Return the settings of each of `jobs` workers (the machine's cores shared between them)."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    data_dir = get_config().data_dir
+    return [
+        WorkerSettings(
+            course_root=str(run.course),
+            db_path=str(run.db_path),
+            out_dir=str(run.out_dir),
+            scratch_root=str(scratch_root),
+            slot=slot,
+            timeout_cell=run.options.timeout_cell,
+            timeout_submission=run.options.timeout_submission,
+            memory_bytes=run.options.memory_bytes,
+            threads=threads,
+            data_dir=str(data_dir) if data_dir else None,
+            hide=[*run.hidden, str(scratch_root)],
+        )
+        for slot in range(jobs)
+    ]
 
 
-def _message(line: str) -> dict:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _record(student_id: str, course: Path, statuses: dict, keys: dict, extra: dict) -> None:
-    path = result_path(course, student_id)
+def _record(run: _ClassRun, submission: Submission, outcome: Outcome) -> None:
+    """Write one submission's outcome to the ledger (and a lost one's zeros to the gradebook)."""
+    student_id, key = submission.student_id, run.keys[submission.student_id]
+    if outcome.lost:
+        zero_in_gradebook(run.db_path, run.course, student_id)
+        run.ledger.record(student_id, LedgerEntry(submission.status + [outcome.lost], key))
+        return
+    path = result_path(run.course, student_id)
     result = (
         Result(**json.loads(path.read_text())) if path.is_file() else Result(student_id, ["grader error: no result"])
     )
-    statuses[student_id] = {
-        "status": extra[student_id] + result.status,
-        "seconds": result.seconds,
-        "phases": result.phases,
-        "key": keys[student_id],
-    }
-
-
-def _read_statuses(out_dir: Path) -> dict[str, dict]:
-    path = out_dir / STATUS_FILE
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        return {}
-
-
-def _write_statuses(out_dir: Path, statuses: dict) -> None:
-    tmp = out_dir / f"{STATUS_FILE}.tmp"
-    tmp.write_text(json.dumps(statuses, indent=1, sort_keys=True))
-    tmp.replace(out_dir / STATUS_FILE)
-
-
-def publish_feedback(out_dir: Path) -> None:
-    """Copy nbgrader's feedback to OUT_DIR/feedback/<student_id>/dora_lab.html (a short page when there is none)."""
-    course = out_dir / "course"
-    statuses = _read_statuses(out_dir)
-    target_root = out_dir / "feedback"
-    shutil.rmtree(target_root, ignore_errors=True)
-    for student_id, entry in sorted(statuses.items()):
-        target = target_root / student_id / f"{NOTEBOOK}.html"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        source = course / "feedback" / student_id / ASSIGNMENT / f"{NOTEBOOK}.html"
-        if source.is_file():
-            shutil.copyfile(source, target)
-        else:
-            items = "".join(f"<li>{html.escape(line)}</li>" for line in entry.get("status", []))
-            target.write_text(
-                f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{NOTEBOOK} feedback</title></head><body>"
-                f"<h1>{NOTEBOOK}: 0 points</h1><p>Your submission could not be graded:</p><ul>{items}</ul></body></html>"
-            )
+    run.ledger.record(student_id, LedgerEntry(submission.status + result.status, key, result.seconds, result.phases))
 
 
 def regenerate_feedback(out_dir: Path) -> None:
     """Rebuild every student's feedback from the gradebook (after manual grading of the written answers)."""
-    from labhelpers.grading.course import nbgrader_api
-    from labhelpers.grading.worker import TIDIED
-
     out_dir = out_dir.resolve()
     course = out_dir / "course"
     config = course_config(course, out_dir / "gradebook.db")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import nbformat
 
-from labhelpers.grading.course import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK, release
+from labhelpers.assignment import RELEASE_NOTEBOOK, SOURCE_NOTEBOOK
+from labhelpers.grading.course import release
 from labhelpers.grading.samples import perfect, write_submission
 
 

@@ -1,9 +1,12 @@
-"""The nbgrader course: its settings, the student release, the grade cells and which exercise each belongs to."""
+"""The nbgrader course: its settings, the student release, the graded copy, the grade cells and their exercises."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -13,9 +16,25 @@ from pathlib import Path
 import nbformat
 from traitlets.config import Config
 
+from labhelpers.assignment import (  # noqa: F401 (the assignment's names, also read from here)
+    ASSIGNMENT,
+    COURSE_ID,
+    NOTEBOOK,
+    RELEASE_DIRECTORY,
+    RELEASE_NOTEBOOK,
+    SOURCE_DIRECTORY,
+    SOURCE_NOTEBOOK,
+)
 from labhelpers.config import PROJECT_ROOT
-from labhelpers.course import ASSIGNMENT, COURSE_ID, NOTEBOOK, RELEASE_NOTEBOOK, SOURCE_NOTEBOOK  # noqa: F401
 from labhelpers.errors import LabGradingError
+
+SETTINGS_JSON = "nbgrader_config.json"
+"""The graded copy's nbgrader settings, as data (traitlets reads nbgrader_config.json beside nbgrader_config.py)."""
+SETTINGS_PY = """\
+# nbgrader settings of this graded copy (e.g. `nbgrader db student list`, or the formgrader for the written answers):
+# the values are in nbgrader_config.json beside this file, which nbgrader reads after this one.
+c = get_config()  # noqa: F821
+"""
 
 # nbgrader's sections are `## Exercise N: title` markdown headings; grade cells belong to the last one above them.
 _EXERCISE_HEADING = re.compile(r"^##\s+Exercise\s+(\d+)\s*:", re.MULTILINE)
@@ -43,6 +62,68 @@ def course_config(root: Path = PROJECT_ROOT, db_path: Path | None = None) -> Con
     if db_path is not None:
         config.CourseDirectory.db_url = f"sqlite:///{db_path}"
     return config
+
+
+def prepare_course(out_dir: Path, source_notebook: Path) -> tuple[Path, Path]:
+    """Create OUT_DIR's private nbgrader course (source, release with checksums, gradebook); reuse it when current.
+
+    Args:
+        out_dir: the grading folder (created if missing, readable by its owner only).
+        source_notebook: the instructor's nbgrader source notebook.
+
+    Returns:
+        (the course folder, the gradebook file).
+    """
+    if not source_notebook.is_file():
+        raise LabGradingError(
+            f"No instructor notebook at {source_notebook}: grading needs the nbgrader source (solutions/)."
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LabGradingError(f"--out {out_dir} is a file: give a folder (it is created if missing).")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(out_dir, 0o700)  # only the grader: the gradebook, the secret and every student's work are in here
+    course = out_dir / "course"
+    target = course / SOURCE_DIRECTORY / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    db_path = out_dir / "gradebook.db"
+    release = course / RELEASE_DIRECTORY / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    current = target.is_file() and release.is_file() and db_path.is_file()
+    if current and target.read_bytes() == source_notebook.read_bytes():
+        return course, db_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source_notebook, target)
+    generate_assignment(course_config(course, db_path), use_database=True)
+    with sqlite3.connect(db_path) as connection:  # workers write to the gradebook while others read it
+        connection.execute("PRAGMA journal_mode=WAL")
+    write_course_settings(course, db_path)
+    return course, db_path
+
+
+def write_course_settings(course: Path, db_path: Path) -> Path:
+    """Write the graded copy's nbgrader settings, so that nbgrader's own commands work in that folder.
+
+    The values go to nbgrader_config.json, written by json.dump (a path of any characters stays a valid string);
+    nbgrader_config.py beside it is always the same text (nbgrader warns when a folder has none).
+
+    Args:
+        course: the graded copy's course folder.
+        db_path: its gradebook.
+
+    Returns:
+        The path of nbgrader_config.json.
+    """
+    settings = {
+        "CourseDirectory": {
+            "root": str(course),
+            "course_id": COURSE_ID,
+            "source_directory": SOURCE_DIRECTORY,
+            "release_directory": RELEASE_DIRECTORY,
+            "db_url": f"sqlite:///{db_path}",
+        }
+    }
+    path = course / SETTINGS_JSON
+    path.write_text(json.dumps(settings, indent=1) + "\n")
+    (course / "nbgrader_config.py").write_text(SETTINGS_PY)
+    return path
 
 
 def venv_bin_on_path() -> None:

@@ -1,7 +1,5 @@
 """nbgrader's exchange on a shared JupyterHub: release the student notebook, collect submissions, return feedback.
 
-Also finds the submissions of a folder in either layout the grader accepts: plain `<student>/dora_lab.ipynb`, or
-nbgrader's collected `<student>/dora/dora_lab.ipynb` with its `timestamp.txt` and `submission_secret.txt`.
 Every transfer is nbgrader's own (`release_assignment`, `collect`, `release_feedback` of NbGraderAPI), with the
 exchange folder that the students' servers use: `c.Exchange.root` in nbgrader_config.py on Jupyter's config path.
 """
@@ -9,162 +7,22 @@ exchange folder that the students' servers use: `c.Exchange.root` in nbgrader_co
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import NamedTuple
 
 from traitlets.config import Config
 
+from labhelpers.assignment import ASSIGNMENT, COURSE_ID, NOTEBOOK, SUBMITTED_DIRECTORY
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.errors import LabGradingError
-from labhelpers.grading.course import (
-    ASSIGNMENT,
-    COURSE_ID,
-    NOTEBOOK,
-    course_config,
-    release,
-    venv_bin_on_path,
+from labhelpers.grading.course import course_config, release, venv_bin_on_path
+from labhelpers.grading.submissions import (
+    SECRET_FILE,
+    TIMESTAMP_FILE,
+    FoundSubmission,
+    find_submissions,
+    regular_file,
 )
-
-SUBMITTED_DIRECTORY = "submitted"
-"""nbgrader's submitted_directory: `dora-lab collect` writes <course>/submitted/<student>/dora/ there."""
-TIMESTAMP_FILE = "timestamp.txt"
-"""nbgrader's submission time, written by `submit` beside the notebook (autograde reads it: late penalties)."""
-SECRET_FILE = "submission_secret.txt"
-"""nbgrader's per-submission secret: release_feedback names the feedback file md5(secret + notebook id)."""
-_STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-
-
-class FoundSubmission(NamedTuple):
-    """One student's folder of a submissions folder, and what finding their notebook showed.
-
-    Attributes:
-        student_id: the folder's name, or a usable id made from it (`problems` then says so).
-        notebook: the notebook to grade, or None when there is none (`problems` says why).
-        timestamp: nbgrader's submission time from timestamp.txt beside the notebook, or None.
-        problems: what was unusual, one sentence each for the instructor (empty when nothing was).
-    """
-
-    student_id: str
-    notebook: Path | None
-    timestamp: str | None
-    problems: list[str]
-
-    @property
-    def exchange_files(self) -> list[Path]:
-        """nbgrader's files to copy beside the notebook: a valid timestamp.txt and the submission_secret.txt.
-
-        nbgrader's autograde and generate_feedback carry them from submitted/ to feedback/, where release_feedback
-        needs both; an unreadable timestamp.txt is left out (autograde would stop on it).
-        """
-        if self.notebook is None:
-            return []
-        names = ([TIMESTAMP_FILE] if self.timestamp is not None else []) + [SECRET_FILE]
-        return [path for name in names if _regular_file(path := self.notebook.parent / name)]
-
-
-def find_submissions(folder: Path) -> list[FoundSubmission]:
-    """List the students of a submissions folder and the notebook of each, in either layout.
-
-    A student folder holds `dora_lab.ipynb` (plain) or `dora/dora_lab.ipynb` (nbgrader's collected layout, which
-    wins when both are there). One notebook of another name is graded as dora_lab.ipynb, with a note; with several
-    and none of the right name there is nothing to grade. Links are never followed; hidden folders (such as
-    Jupyter's .ipynb_checkpoints) are not students; a folder name that is not a usable id is made into one.
-
-    Args:
-        folder: one folder per student.
-
-    Returns:
-        One FoundSubmission per student folder, sorted by folder name. Raises LabGradingError when `folder` is not a
-        folder or two folders map to the same student id.
-    """
-    if not folder.is_dir():
-        raise LabGradingError(
-            f"{folder} is not a folder: give the folder holding one <student_id>/ folder per student "
-            f"(`dora-lab collect` writes them to <course>/{SUBMITTED_DIRECTORY}/)."
-        )
-    found = [_find_one(entry) for entry in sorted(folder.iterdir()) if _is_student_folder(entry)]
-    ids = [submission.student_id for submission in found]
-    for student_id in ids:
-        if ids.count(student_id) > 1:
-            raise LabGradingError(f"two folders map to the student id {student_id!r}: rename one of them.")
-    return found
-
-
-def _is_student_folder(entry: Path) -> bool:
-    return not entry.name.startswith(".") and (entry.is_symlink() or entry.is_dir())
-
-
-def _regular_file(path: Path) -> bool:
-    return path.is_file() and not path.is_symlink()
-
-
-def _find_one(folder: Path) -> FoundSubmission:
-    """Find one student's notebook and submission time (see find_submissions for the rules)."""
-    problems = []
-    student_id = folder.name
-    if not _STUDENT_ID.match(student_id):
-        student_id = re.sub(r"[^A-Za-z0-9_.@-]", "_", folder.name).lstrip("._-")[:64] or "unnamed"
-        problems.append(f"folder name {folder.name!r} is not a usable student id; graded as {student_id!r}")
-    if folder.is_symlink():
-        problems.append(f"{folder.name}/ is a link (links are not followed): nothing graded")
-        return FoundSubmission(student_id, None, None, problems)
-    search = folder
-    collected = folder / ASSIGNMENT
-    if collected.is_symlink():
-        problems.append(f"{ASSIGNMENT}/ is a link (links are not followed)")
-    elif collected.is_dir():
-        search = collected
-        ignored = _notebooks_in(folder)
-        if ignored:
-            problems.append(
-                f"graded {ASSIGNMENT}/ (nbgrader's layout); ignored {', '.join(path.name for path in ignored)} beside it"
-            )
-    candidates = _notebooks_in(search)
-    expected = search / f"{NOTEBOOK}.ipynb"
-    where = f"{ASSIGNMENT}/" if search == collected else ""
-    if expected in candidates:
-        chosen = expected
-    elif len(candidates) == 1:
-        chosen = candidates[0]
-        problems.append(f"notebook named {where}{chosen.name}, graded as {NOTEBOOK}.ipynb")
-    elif candidates:
-        problems.append(
-            f"no {where}{NOTEBOOK}.ipynb and {len(candidates)} other notebooks: cannot tell which to grade"
-        )
-        return FoundSubmission(student_id, None, None, problems)
-    else:
-        problems.append(
-            f"no notebook submitted (expected {NOTEBOOK}.ipynb or {ASSIGNMENT}/{NOTEBOOK}.ipynb in {folder.name}/)"
-        )
-        return FoundSubmission(student_id, None, None, problems)
-    if not _regular_file(chosen):
-        problems.append(f"{where}{chosen.name} is not a regular file (links are not followed)")
-        return FoundSubmission(student_id, None, None, problems)
-    return FoundSubmission(student_id, chosen, _timestamp(chosen.parent, problems), problems)
-
-
-def _notebooks_in(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.suffix == ".ipynb" and not path.name.startswith("."))
-
-
-def _timestamp(folder: Path, problems: list[str]) -> str | None:
-    """Return nbgrader's timestamp.txt text in `folder` when it is one nbgrader can read; else None (with a note)."""
-    from nbgrader.utils import parse_utc
-
-    path = folder / TIMESTAMP_FILE
-    if not path.exists() and not path.is_symlink():
-        return None
-    if not _regular_file(path):
-        problems.append(f"{TIMESTAMP_FILE} is not a regular file: graded without a submission time")
-        return None
-    text = path.read_bytes()[:200].decode("utf-8", errors="replace").strip()
-    try:
-        parse_utc(text)
-    except (ValueError, OverflowError, TypeError):
-        problems.append(f"{TIMESTAMP_FILE} holds {text[:40]!r}, not a time: graded without a submission time")
-        return None
-    return text
 
 
 def exchange_config(course_root: Path, db_path: Path | None = None) -> Config:
@@ -343,9 +201,9 @@ def return_feedback(out_dir: Path) -> Returned:
     ready, skipped = [], {}
     for folder in sorted(path for path in feedback.iterdir() if path.is_dir() and not path.is_symlink()):
         files = folder / ASSIGNMENT
-        if not _regular_file(files / f"{NOTEBOOK}.html"):
+        if not regular_file(files / f"{NOTEBOOK}.html"):
             skipped[folder.name] = f"no {NOTEBOOK}.html: the submission was not graded"
-        elif not _regular_file(files / SECRET_FILE) or not _regular_file(files / TIMESTAMP_FILE):
+        elif not regular_file(files / SECRET_FILE) or not regular_file(files / TIMESTAMP_FILE):
             skipped[folder.name] = (
                 f"not submitted through the exchange (no {SECRET_FILE} and {TIMESTAMP_FILE}): hand out "
                 f"{out_dir / 'feedback' / folder.name / (NOTEBOOK + '.html')} yourself"

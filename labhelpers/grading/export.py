@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import nbformat
 
-from labhelpers.grading.course import ASSIGNMENT, NOTEBOOK, course_config, grade_cells
+from labhelpers.assignment import ASSIGNMENT, NOTEBOOK
+from labhelpers.grading.course import course_config, grade_cells
+from labhelpers.grading.ledger import Ledger
 
 COLUMNS = ("student_id", "score", "max_score")
 
@@ -34,12 +35,12 @@ def grade_rows(out_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
     exercise_of = {cell.grade_id: cell.exercise for cell in cells}
     exercise_columns = [f"exercise_{n}" for n in sorted({cell.exercise for cell in cells})]
     header = [*COLUMNS, *exercise_columns, "manual_pending", "status"]
-    statuses = json.loads((out_dir / "status.json").read_text()) if (out_dir / "status.json").is_file() else {}
+    ledger = Ledger.read(out_dir)
     config = course_config(course, out_dir / "gradebook.db")
     rows = []
     with Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id) as gradebook:
         for student in sorted(gradebook.students, key=lambda s: s.id):
-            if statuses and student.id not in statuses:
+            if ledger and student.id not in ledger:
                 continue  # graded in an earlier run on other submissions: not part of this class
             try:
                 notebook = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student.id)
@@ -56,8 +57,7 @@ def grade_rows(out_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
                     per_exercise[column] += points
                 if grade.needs_manual_grade:
                     pending += grade.max_score
-            entry = statuses.get(student.id, {})
-            status = list(entry.get("status", []))
+            status = ledger.status(student.id)
             rows.append(
                 {
                     "student_id": student.id,

@@ -2,24 +2,33 @@
 
 The autograded notebook holds the outputs of the notebook's own run. Before nbgrader turns it into feedback HTML, each
 test cell gets the judge's verdict (the score is the judge's), saying so when the notebook's own run of that cell
-disagreed, and every output is cleaned of the grader's paths (its Python, project, data and scratch folders).
+disagreed, and every output is cleaned of the grader's paths (its Python, project, data and scratch folders). A
+submission nbgrader could not run, or could not grade at all, gets a plain page instead, from one template.
 """
 
 from __future__ import annotations
 
 import html
 import os
+import shutil
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from string import Template
 
 import nbformat
 
+from labhelpers.assignment import ASSIGNMENT, NOTEBOOK
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.grading.judging import Verdict
+from labhelpers.grading.ledger import Ledger
 
 VERDICT_OUTPUT = "dora-lab-verdict"
 """Metadata key marking the verdict output added to a test cell."""
+PAGE = Template(
+    "<!DOCTYPE html><html><head><meta charset='utf-8'><title>$title</title></head><body>$body</body></html>"
+)
+"""The plain feedback page: a title and a body of HTML (every text in it escaped by the caller)."""
 
 
 def notebook_passed(cell: nbformat.NotebookNode) -> bool:
@@ -123,16 +132,51 @@ def annotate(
 def plain_page(
     student_id: str, verdicts: Mapping[str, Verdict], points: Mapping[str, float], status: list[str]
 ) -> str:
-    """Return a feedback page of the verdicts alone, for a submission nbgrader could not run as a notebook."""
+    """Return a feedback page of the verdicts alone, for a submission nbgrader could not run as a notebook.
+
+    Args:
+        student_id: named in the heading.
+        verdicts: {grade_id: the judge's verdict}, in the notebook's order.
+        points: {grade_id: the test cell's points}.
+        status: what was unusual, one line each.
+
+    Returns:
+        The HTML page.
+    """
     rows = "".join(
         f"<tr><td>{html.escape(grade_id)}</td><td>{points[grade_id] if v.passed else 0:g} / {points[grade_id]:g}</td>"
         f"<td>{html.escape(v.message)}</td></tr>"
         for grade_id, v in verdicts.items()
     )
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in status)
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>feedback</title></head><body>"
-        f"<h1>Feedback for {html.escape(student_id)}</h1><ul>{items}</ul>"
+    body = (
+        f"<h1>Feedback for {html.escape(student_id)}</h1>{_items(status)}"
         f"<table border='1' cellpadding='4'><tr><th>test</th><th>points</th><th>grader's verdict</th></tr>{rows}</table>"
-        f"</body></html>"
     )
+    return PAGE.substitute(title="feedback", body=body)
+
+
+def not_graded_page(status: list[str]) -> str:
+    """Return the feedback page of a submission that could not be graded at all (no valid notebook): 0 points, why."""
+    body = f"<h1>{NOTEBOOK}: 0 points</h1><p>Your submission could not be graded:</p>{_items(status)}"
+    return PAGE.substitute(title=f"{NOTEBOOK} feedback", body=body)
+
+
+def _items(lines: list[str]) -> str:
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<ul>{items}</ul>"
+
+
+def publish_feedback(out_dir: Path) -> None:
+    """Copy nbgrader's feedback to OUT_DIR/feedback/<student_id>/dora_lab.html (a short page when there is none)."""
+    course = out_dir / "course"
+    ledger = Ledger.read(out_dir)
+    target_root = out_dir / "feedback"
+    shutil.rmtree(target_root, ignore_errors=True)
+    for student_id in sorted(ledger.entries):
+        target = target_root / student_id / f"{NOTEBOOK}.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = course / "feedback" / student_id / ASSIGNMENT / f"{NOTEBOOK}.html"
+        if source.is_file():
+            shutil.copyfile(source, target)
+        else:
+            target.write_text(not_graded_page(ledger.status(student_id)))

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from labhelpers.grading.calls import CheckCall
@@ -102,62 +102,102 @@ def run_probes(
     Returns:
         The folder (on the grader's side) holding one observation per call, and notes for the status column.
     """
-    out = sandbox.workdir / OBSERVATIONS
-    notes: list[str] = []
-    skip: list[list[int]] = []
+    probes = _Probes(sandbox, answers, preamble, calls, timeout, deadline, load_budget)
     for _ in range(MAX_STARTS):
+        process = probes.start()
+        probes.watch(process)
+        state = _progress(probes.out)
+        if state.get("done"):
+            return probes.out, _load_notes(probes.out) + probes.notes
+        if time.time() > deadline:
+            probes.notes.append("the checks ran out of the submission's time")
+            break
+        if not probes.step_past(state, process.returncode):
+            break
+    return probes.out, probes.notes
+
+
+@dataclass
+class _Probes:
+    """One submission's probe runs: what every start of the runner is given, and what the earlier starts left.
+
+    Attributes:
+        skip: [answer cell, statement] of each statement skipped because it did not finish loading.
+        notes: what happened, for the status column.
+    """
+
+    sandbox: Sandbox
+    answers: list[dict[str, str]]
+    preamble: list[str]
+    calls: list[CheckCall]
+    timeout: int
+    deadline: float
+    load_budget: float
+    skip: list[list[int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def out(self) -> Path:
+        """The observations folder, on the grader's side."""
+        return self.sandbox.workdir / OBSERVATIONS
+
+    def start(self) -> subprocess.Popen:
+        """Write the request (the statements to skip included) and start the runner in the sandbox."""
         request = {
-            "answers": answers,
-            "preamble": preamble,
-            "calls": [asdict(call) for call in calls],
-            "out": sandbox.inside(out),
-            "timeout": timeout,
-            "skip": skip,
+            "answers": self.answers,
+            "preamble": self.preamble,
+            "calls": [asdict(call) for call in self.calls],
+            "out": self.sandbox.inside(self.out),
+            "timeout": self.timeout,
+            "skip": self.skip,
         }
-        write_file(sandbox.workdir, "request.json", json.dumps(request))
+        write_file(self.sandbox.workdir, "request.json", json.dumps(request))
         argv = [
             sys.executable,
             "-P",
             "-m",
             "labhelpers.probes.runner",
-            sandbox.inside(sandbox.workdir / "request.json"),
+            self.sandbox.inside(self.sandbox.workdir / "request.json"),
         ]
-        process = subprocess.Popen(
-            sandbox.command(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        return subprocess.Popen(
+            self.sandbox.command(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
+
+    def watch(self, process: subprocess.Popen) -> None:
+        """Wait for the runner to end; kill it when its progress stalls past its budget or the deadline passes."""
         last, since = None, time.monotonic()
         while process.poll() is None:
             time.sleep(0.2)
-            state = _progress(out)
+            state = _progress(self.out)
             if state != last:
                 last, since = state, time.monotonic()
-            budget = load_budget if "loading" in state or not state else timeout + GRACE
-            if time.monotonic() - since > budget or time.time() > deadline:
+            budget = self.load_budget if "loading" in state or not state else self.timeout + GRACE
+            if time.monotonic() - since > budget or time.time() > self.deadline:
                 _stop(process)
                 break
-        state = _progress(out)
-        if state.get("done"):
-            return out, _load_notes(out) + notes
-        if time.time() > deadline:
-            notes.append("the checks ran out of the submission's time")
-            break
+
+    def step_past(self, state: dict, returncode: int) -> bool:
+        """Record what stopped the runner so that the next start goes past it; False when it cannot go on.
+
+        A statement that did not finish loading is skipped next time; a call that stalled or ended the process is
+        recorded as timed out (or ended) and not made again.
+        """
         if "loading" in state and isinstance(state["loading"], list) and len(state["loading"]) == 2:
             cell, position = state["loading"]
+            answers = self.answers
             label = answers[cell]["label"] if isinstance(cell, int) and 0 <= cell < len(answers) else "an answer cell"
-            notes.append(f"{label}: a statement that did not finish loading was skipped")
-            skip.append([cell, position])
-        elif isinstance(state.get("calling"), str):
-            key = state["calling"]
-            if not out.is_dir() or out.is_symlink():
-                break
+            self.notes.append(f"{label}: a statement that did not finish loading was skipped")
+            self.skip.append([cell, position])
+            return True
+        if isinstance(state.get("calling"), str):
+            if not self.out.is_dir() or self.out.is_symlink():
+                return False
             # Killed by us (no progress): a time-out; otherwise the submission's code ended the process.
-            code = process.returncode
-            facts = {"__timeout__": timeout} if code == -signal.SIGKILL else {"__ended__": code}
-            write(Observation(facts=facts), _safe_stem(out, key))
-        else:
-            notes.append("the checks stopped before they began (the process exited)")
-            break
-    return out, notes
+            facts = {"__timeout__": self.timeout} if returncode == -signal.SIGKILL else {"__ended__": returncode}
+            write(Observation(facts=facts), _safe_stem(self.out, state["calling"]))
+            return True
+        self.notes.append("the checks stopped before they began (the process exited)")
+        return False
 
 
 def _load_notes(folder: Path) -> list[str]:

@@ -1,10 +1,11 @@
 """Grade submissions one after another: tidy, run the notebook and the probes in sandboxes, judge, score, feed back.
 
-One worker process per grading slot (``python -m labhelpers.grading.worker RUN.json``) reads one student id per line
-on stdin and answers with one line of JSON on stdout when that student is done. It never runs student code itself:
-the notebook runs in a sandboxed kernel (nbgrader's autograde with labhelpers.grading.execute), the probes in a
-second sandbox that sees only labhelpers.probes, and this process judges their records and writes the gradebook and
-the feedback. The batch kills a worker that overruns a submission's time and starts another.
+One worker process per grading slot (``python -m labhelpers.grading.worker SETTINGS.json``) reads one student id per
+line on stdin and answers with one line of JSON on stdout when that student is done. It never runs student code
+itself: the notebook runs in a sandboxed kernel (nbgrader's autograde with labhelpers.grading.sandbox's executor), the
+probes in a second sandbox that sees only labhelpers.probes and labhelpers.seeding, and this process judges their
+records and writes the gradebook and the feedback. The pool (labhelpers.grading.pool) kills a worker that overruns a
+submission's time and starts another.
 """
 
 from __future__ import annotations
@@ -14,20 +15,20 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
 
-from labhelpers.course import ASSIGNMENT, NOTEBOOK
+from labhelpers.assignment import ASSIGNMENT, NOTEBOOK
 from labhelpers.grading.calls import CheckCall, graded_cells, with_secret_seeds
 from labhelpers.grading.course import course_config, nbgrader_api, setup_sources
-from labhelpers.grading.execute import SandboxedExecute
 from labhelpers.grading.feedback import annotate, grader_paths, plain_page
 from labhelpers.grading.judging import Verdict, judge_cell
 from labhelpers.grading.matching import tidy
 from labhelpers.grading.probing import run_probes
-from labhelpers.grading.sandbox import Limits, SandboxKernelManager, make_sandbox, remove_sandbox
+from labhelpers.grading.sandbox import Limits, SandboxedExecute, configure_execution, make_sandbox, remove_sandbox
 
 TIDIED = "tidied"
 """The course folder nbgrader's autograde reads submissions from: the student's notebook rebuilt on the release."""
@@ -36,8 +37,22 @@ PEFT_DORA_STUB = Path(__file__).with_name("peft_dora_stub.py")
 
 
 @dataclass
-class Run:
-    """What every submission of one grading run shares (written once by the batch as JSON)."""
+class WorkerSettings:
+    """What every submission a worker grades shares (written once by the pool as JSON, read by the worker).
+
+    Attributes:
+        course_root: the graded copy's nbgrader course folder.
+        db_path: its gradebook.
+        out_dir: the grading folder (holds the course's secret).
+        scratch_root: the folder holding the sandboxes' scratch folders.
+        slot: this worker's number, 0 to jobs - 1 (each slot has its own sandbox user).
+        timeout_cell: seconds one cell (or one check) may run.
+        timeout_submission: seconds one submission may take in all.
+        memory_bytes: address-space cap of each student process.
+        threads: threads each student process may use.
+        data_dir: the SST-2 folder the notebook's sandbox sees, or None.
+        hide: folders of the grading machine that no output may name (replaced by <grader> in the feedback).
+    """
 
     course_root: str
     db_path: str
@@ -94,7 +109,7 @@ def zero_in_gradebook(db_path: Path, course_root: Path, student_id: str) -> None
 class Worker:
     """Grades the submissions of one slot; holds what they share (course, release, test cells, secret calls)."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: WorkerSettings):
         from labhelpers.grading.calls import course_secret
 
         self.run = run
@@ -125,6 +140,18 @@ class Worker:
         return result
 
     def _grade(self, student_id: str, deadline: float, result: Result) -> None:
+        """Tidy, run the notebook, probe and judge, score, feed back; each step's seconds go to result.phases."""
+        notebook = self._tidy(student_id, result)
+        lap = _Laps(result.phases).lap
+        notebook_ran = self._run_notebook(student_id, result, lap)
+        verdicts = self._probe_and_judge(notebook, deadline, result, lap)
+        result.verdicts = {grade_id: asdict(verdict) for grade_id, verdict in verdicts.items()}
+        result.status += _verdict_notes(verdicts)
+        self._score(student_id, verdicts)
+        self._feed_back(student_id, verdicts, notebook_ran, result, lap)
+
+    def _tidy(self, student_id: str, result: Result) -> nbformat.NotebookNode:
+        """Rebuild the submission on the release into tidied/, where autograde reads it; return the rebuilt notebook."""
         submitted = nbformat.read(_notebook_path(self.course, "submitted", student_id), as_version=4)
         tidied = tidy(submitted, self.release)
         if tidied.notes:
@@ -137,40 +164,38 @@ class Worker:
             kept = _notebook_path(self.course, "submitted", student_id).with_name(name)
             if kept.is_file():
                 shutil.copyfile(kept, target.with_name(name))
+        return tidied.notebook
 
-        clock = time.monotonic()
+    def _run_notebook(self, student_id: str, result: Result, lap: Callable[[str], None]) -> bool:
+        """Run the notebook with nbgrader's autograde in its sandbox; return whether nbgrader could run it.
 
-        def lap(phase: str) -> None:
-            nonlocal clock
-            now = time.monotonic()
-            result.phases[phase] = round(now - clock, 1)
-            clock = now
-
-        # 1. The notebook's own run, for the feedback and the written answers: its results are never counted.
+        The run is for the feedback and the written answers: its results are never counted.
+        """
         sandbox = make_sandbox(
             Path(self.run.scratch_root), self.run.slot, "notebook", self.limits,
             data_dir=Path(self.run.data_dir) if self.run.data_dir else None,
         )  # fmt: skip
-        SandboxKernelManager.sandbox = sandbox
+        execution = configure_execution(self.config, sandbox)
         try:
             outcome = self.api.autograde(ASSIGNMENT, student_id, force=True, create=True)
         finally:
-            SandboxKernelManager.sandbox = None
             remove_sandbox(sandbox)
         lap("notebook")
-        result.status += SandboxedExecute.last_events
+        result.status += execution.events
         if not outcome["success"]:
             print(outcome.get("log", ""), outcome.get("error", ""), file=sys.stderr, flush=True)
             result.status.append("nbgrader could not run the notebook (see the log): tests judged on the definitions")
             zero_in_gradebook(Path(self.run.db_path), self.course, student_id)
+        return bool(outcome["success"])
 
-        # 2. The probes, in a sandbox that sees no reference code, on inputs from the course's secret seeds.
-        answers = [
-            {"label": _label(cell), "source": cell.source}
-            for cell in tidied.notebook.cells
-            if cell.cell_type == "code"
-            and (cell.metadata.get("nbgrader", {}).get("solution") or "nbgrader" not in cell.metadata)
-        ]
+    def _probe_and_judge(
+        self, notebook: nbformat.NotebookNode, deadline: float, result: Result, lap: Callable[[str], None]
+    ) -> dict[str, Verdict]:
+        """Probe the definitions in a sandbox that sees no reference code, then judge every test cell from the records.
+
+        The probes' inputs come from the course's secret seeds; the judge runs here, reading the records as data.
+        """
+        answers = _answers(notebook)
         calls: list[CheckCall] = [call for cell in self.cells for call in self.calls[cell.grade_id]]
         probe_box = make_sandbox(
             Path(self.run.scratch_root), self.run.slot, "probe", self.limits, overlays=_probe_overlays()
@@ -179,16 +204,23 @@ class Worker:
             folder, notes = run_probes(probe_box, answers, self.preamble, calls, self.run.timeout_cell, deadline)
             result.status += notes
             lap("probes")
-            # 3. The judge, here: it reads the records as data and scores every test cell.
             verdicts = {cell.grade_id: judge_cell(cell, self.calls[cell.grade_id], folder) for cell in self.cells}
         finally:
             remove_sandbox(probe_box)
         lap("judge")
-        result.verdicts = {grade_id: asdict(verdict) for grade_id, verdict in verdicts.items()}
-        result.status += _verdict_notes(verdicts)
-        self._score(student_id, verdicts)
+        return verdicts
+
+    def _feed_back(
+        self,
+        student_id: str,
+        verdicts: dict[str, Verdict],
+        notebook_ran: bool,
+        result: Result,
+        lap: Callable[[str], None],
+    ) -> None:
+        """Write the feedback: the verdicts in the autograded notebook, or a plain page when it did not run."""
         points = {cell.grade_id: cell.points for cell in self.cells}
-        if not outcome["success"]:
+        if not notebook_ran:
             page = _notebook_path(self.course, "feedback", student_id).with_suffix(".html")
             page.parent.mkdir(parents=True, exist_ok=True)
             page.write_text(plain_page(student_id, verdicts, points, result.status))
@@ -214,6 +246,29 @@ class Worker:
                 grade = book.find_grade(cell.grade_id, NOTEBOOK, ASSIGNMENT, student_id)
                 grade.auto_score = cell.points if verdicts[cell.grade_id].passed else 0.0
             book.db.commit()
+
+
+class _Laps:
+    """Seconds spent in each step of one submission, each measured from the end of the step before."""
+
+    def __init__(self, phases: dict[str, float]):
+        self.phases, self.clock = phases, time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        """Record the seconds since the last lap as `phase`."""
+        now = time.monotonic()
+        self.phases[phase] = round(now - self.clock, 1)
+        self.clock = now
+
+
+def _answers(notebook: nbformat.NotebookNode) -> list[dict[str, str]]:
+    """Return {"label", "source"} of the notebook's answer cells and the cells the student added, in order."""
+    return [
+        {"label": _label(cell), "source": cell.source}
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        and (cell.metadata.get("nbgrader", {}).get("solution") or "nbgrader" not in cell.metadata)
+    ]
 
 
 def _label(cell: nbformat.NotebookNode) -> str:
@@ -274,7 +329,7 @@ def configure_autograde(config, timeout_cell: int) -> None:
 
 
 def main() -> None:
-    run = Run(**json.loads(Path(sys.argv[1]).read_text()))
+    run = WorkerSettings(**json.loads(Path(sys.argv[1]).read_text()))
     worker = Worker(run)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from labhelpers.seeding import forked, reseed_cpu
+
 MAX_ELEMENTS = 1_000_000
 """Largest tensor a probe records (elements); a bigger answer is recorded by its description alone."""
 MAX_TEXT = 600
@@ -164,9 +166,7 @@ def isolated(seed: int | None = None) -> Iterator[None]:
     pool's start-up dominates (measured 40x slower than one thread on a busy 2-core machine).
     """
     threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            reseed(seed)
+    with forked(seed):
         torch.set_num_threads(1)
         try:
             yield
@@ -175,12 +175,8 @@ def isolated(seed: int | None = None) -> Iterator[None]:
 
 
 def reseed(seed: int) -> None:
-    """Seed the CPU generator that nn.Linear's init and dropout draw from (inside `isolated`).
-
-    Not torch.manual_seed: without a GPU it queues a lazy seeding call, with its stack trace, for every
-    accelerator backend on every call, which makes a check of hundreds of seeded forwards slow.
-    """
-    torch.default_generator.manual_seed(seed)
+    """Seed the CPU generator that nn.Linear's init and dropout draw from (inside `isolated`), cheaply."""
+    reseed_cpu(seed)
 
 
 def randn(shape: Sequence[int], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:

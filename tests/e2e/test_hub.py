@@ -27,8 +27,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from labhelpers.assignment import ASSIGNMENT, COURSE_ID, NOTEBOOK, SOURCE_NOTEBOOK
 from labhelpers.config import PROJECT_ROOT
-from labhelpers.course import ASSIGNMENT, COURSE_ID, NOTEBOOK, SOURCE_NOTEBOOK
 from labhelpers.grading.samples import answered, solution_sources
 from tests.support.hub import VENV_BIN, LocalUser, UserServer, find_proxy, local_users, running_hub
 
@@ -255,7 +255,7 @@ def _screenshot(room: Classroom, role: str, name: str, expect_text: str = "") ->
     if not CHROMIUM.exists():
         return
     from playwright.sync_api import expect, sync_playwright
-    from test_browser import CHROMIUM_ARGS
+    from tests.e2e.test_browser import CHROMIUM_ARGS
 
     user, url = room.users[role], room.servers[role].hub_url
     with sync_playwright() as playwright:

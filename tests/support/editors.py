@@ -1,7 +1,7 @@
 """Honest edits: what real editors leave after ordinary editing, as data for the grading tests.
 
-Each editor's behaviour is the one read in its source and described in labhelpers/grading/matching.py; `tidy` must
-grade every result exactly like the unedited notebook.
+Each editor's behaviour is the one read in its source and described in labhelpers/grading/matching/__init__.py;
+`tidy` must grade every result exactly like the unedited notebook.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nbformat
 
-from labhelpers.course import SOURCE_NOTEBOOK
+from labhelpers.assignment import SOURCE_NOTEBOOK
 from labhelpers.grading.calls import graded_cells
 
 

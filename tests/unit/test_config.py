@@ -1,11 +1,12 @@
-"""LabConfig reads the LAB_* variables and names the variable in every complaint."""
+"""LabConfig reads the LAB_* variables and names the variable in every complaint; resolve_device checks a device."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from labhelpers.config import PROJECT_ROOT, LabConfig
-from labhelpers.errors import LabConfigError
+from labhelpers.config import PROJECT_ROOT, LabConfig, resolve_device
+from labhelpers.errors import LabConfigError, LabError
 
 
 def test_defaults_with_an_empty_environment():
@@ -95,3 +96,51 @@ def test_get_config_reads_the_environment_until_setup_chooses(monkeypatch, tmp_p
     chosen = setup(seed=3, environ={"LAB_OUTPUT_DIR": str(tmp_path)})
     monkeypatch.setenv("LAB_SEED", "9")
     assert get_config() is chosen and get_config().seed == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# resolve_device
+
+
+@pytest.mark.parametrize(
+    "device, environ",
+    [("cpu", {}), (torch.device("cpu"), {}), (None, {"LAB_DEVICE": "cpu"})],
+    ids=["name", "torch-device", "lab-device"],
+)
+def test_resolve_device_returns_the_torch_device_asked_for(device, environ, monkeypatch):
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    resolved = resolve_device(device)
+    assert isinstance(resolved, torch.device) and resolved == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda", 0)], ids=["cuda", "cuda:0", "torch-device"])
+def test_resolve_device_accepts_a_visible_gpu(device):
+    assert resolve_device(device).type == "cuda"
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [("meta", "holds no data"), ("cuda:3", "GPU"), ("nonsense", "not a torch device"), ("tpu", "not a torch device")],
+    ids=["meta", "missing-gpu", "unknown", "tpu"],
+)
+def test_resolve_device_explains_unusable_devices(device, message):
+    if device.startswith("cuda") and torch.cuda.device_count() > 3:
+        pytest.skip("this machine has a cuda:3")
+    with pytest.raises(LabConfigError, match=message):
+        resolve_device(device)
+
+
+def test_resolve_device_errors_are_lab_errors():
+    with pytest.raises(LabError):
+        resolve_device("meta")
+
+
+def test_device_defaults_to_lab_device(monkeypatch):
+    monkeypatch.setenv("LAB_DEVICE", "cpu")
+    assert resolve_device() == torch.device("cpu")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("LAB_DEVICE", "cuda")
+        with pytest.raises(LabConfigError, match="LAB_DEVICE=cpu"):
+            resolve_device()

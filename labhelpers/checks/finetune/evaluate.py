@@ -1,0 +1,112 @@
+"""Exercise 4's evaluate_accuracy judge: eval mode, no gradients, and the accuracy known by construction."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+
+from labhelpers.checks.core import CheckFailed, Mistake, explain, recognise, run_check, student_error
+from labhelpers.checks.finetune.reference import SeedCase, numbers_agree, reference_evaluate_accuracy, returned_number
+from labhelpers.probes.core import Observation, isolated
+from labhelpers.probes.finetune import EvaluateSpec, evaluate_case, evaluate_probe, parameters
+
+ACCURACY_RTOL = 1e-9
+"""Relative tolerance of a returned accuracy (a ratio of counts)."""
+
+
+def _judge_evaluation_calls(obs: Observation, case: SeedCase) -> None:
+    """Check that evaluate_accuracy ran the model in eval mode, without gradients, and changed nothing."""
+    key, what = case.key, case.what
+    training = obs.facts.get(f"{key}/training") or []
+    grad_enabled = obs.facts.get(f"{key}/grad_enabled") or []
+    student_error(obs, f"{key}/error")
+    if f"{key}/result" not in obs.facts:
+        raise CheckFailed(f"{what} was not run (the check stopped before it).")
+    if not training:
+        raise CheckFailed(f"{what} never called the model: predict with `model(**batch).logits.argmax(dim=-1)`.")
+    if any(training):
+        raise CheckFailed(
+            f"{what} ran the model in training mode (dropout on, random predictions): call model.eval() first."
+        )
+    if any(grad_enabled):
+        raise CheckFailed(
+            f"{what} ran the model with gradient tracking on: wrap the loop in `with torch.no_grad():` "
+            f"(evaluation needs no gradients; tracking them wastes memory and time)."
+        )
+    start = parameters(evaluate_case(case.spec, case.seed).model)
+    if obs.facts.get(f"{key}/has_grad") or not all(
+        f"{key}/param/{name}" in obs.tensors and torch.equal(obs.tensors[f"{key}/param/{name}"], value)
+        for name, value in start.items()
+    ):
+        raise CheckFailed(
+            f"{what} changed the model or its gradients: evaluation must not train (no backward, no step)."
+        )
+
+
+def _judge_accuracy(obs: Observation, case: SeedCase) -> None:
+    """Check that the returned accuracy is the fraction of examples right over all batches; name a known wrong one."""
+    spec, what = case.spec, case.what
+    accuracy = returned_number(obs, case.key, what, "the fraction of examples predicted correctly")
+    built = evaluate_case(spec, case.seed)
+    expected = reference_evaluate_accuracy(copy.deepcopy(built.model), built.loader)
+    if numbers_agree(accuracy, expected, ACCURACY_RTOL):
+        return
+    correct = built.correct
+    sizes = [len(batch["labels"]) for batch in built.loader]
+    bounds = [sum(sizes[:b]) for b in range(len(sizes) + 1)]
+    per_batch = [float(correct[bounds[b] : bounds[b + 1]].float().mean()) for b in range(len(sizes))]
+    n_correct = int(correct.sum())
+    mistakes = [
+        Mistake("a percentage: return the fraction (between 0 and 1), without multiplying by 100",
+                value=lambda: 100 * expected),
+        Mistake("the number of correct predictions divided by the number of batches: divide by the number of "
+                "examples, e.g. total += batch['labels'].numel()", value=lambda: n_correct / len(sizes)),
+        Mistake("the mean of the per-batch accuracies, which counts the smaller last batch as much as a full one: "
+                "count correct predictions and examples over all batches, then divide",
+                value=lambda: sum(per_batch) / len(per_batch)),
+        Mistake("the number of correct predictions: divide by the number of examples", value=lambda: float(n_correct)),
+        Mistake("the fraction of wrong predictions: compare predictions == labels", value=lambda: 1 - expected),
+        Mistake("the accuracy of the last batch only: accumulate over every batch", value=lambda: per_batch[-1]),
+    ]  # fmt: skip
+    found = recognise(accuracy, mistakes, matches=lambda a, value: numbers_agree(a, value, ACCURACY_RTOL), pairs=False)
+    if found:
+        raise CheckFailed(f"{what} returned {accuracy:.6g}, expected {expected:.6g}; you returned {explain(found)}.")
+    raise CheckFailed(
+        f"{what} returned {accuracy:.6g}, expected {expected:.6g} ({n_correct} of {spec.n_examples} examples "
+        f"right): predict model(**batch).logits.argmax(dim=-1), compare with batch['labels'], and divide the "
+        f"number correct by the number of examples."
+    )
+
+
+def judge_evaluate_accuracy(spec: EvaluateSpec, obs: Observation) -> str:
+    """Judge evaluate_accuracy's observations against the accuracy known by construction."""
+    with isolated():
+        for seed in spec.seeds:
+            case = SeedCase(spec, seed, "evaluate_accuracy")
+            _judge_evaluation_calls(obs, case)
+            _judge_accuracy(obs, case)
+    return (
+        f"{len(spec.seeds)} tiny model(s): eval mode, no gradients, fraction of examples correct over batches of "
+        f"unequal size"
+    )
+
+
+def check_evaluate_accuracy(
+    evaluate_accuracy: Callable,
+    seeds: Sequence[int] = EvaluateSpec.seeds,
+    n_examples: int = EvaluateSpec.n_examples,
+    batch_size: int = EvaluateSpec.batch_size,
+) -> None:
+    """Check evaluate_accuracy(model, loader) on a tiny BERT classifier whose accuracy is known by construction.
+
+    Args:
+        evaluate_accuracy: the student's function.
+        seeds: seeds of the tiny model and its data.
+        n_examples: examples (not a multiple of batch_size, so that the last batch is smaller).
+        batch_size: examples per batch.
+    """
+    __tracebackhide__ = True
+    spec = EvaluateSpec.make(seeds=seeds, n_examples=n_examples, batch_size=batch_size)
+    run_check("evaluate_accuracy", evaluate_probe, judge_evaluate_accuracy, evaluate_accuracy, spec)

@@ -1,0 +1,247 @@
+"""A class graded end to end, once, in real sandboxes, from a release nbgrader generates now.
+
+The class: the instructor's answers, the untouched release, Exercises 1–2 only, five typical mistakes, the same answers
+in nbgrader's collected layout, and honest notebooks edited as JupyterLab, VS Code, Colab and Notebook 6 leave them:
+each must get exactly the score its answers deserve. Every honest edit (tests/support/editors.py, HONEST_EDITS) is
+rebuilt and passed through nbgrader's own checks in tests/unit/grading/test_matching.py; here, graded end to end in sandboxes, are the
+ones that change the notebook's format or many cells at once (E2E_EDITS). Then a run stopped half-way resumes to the
+same grades.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labhelpers.assignment import SOURCE_NOTEBOOK
+from labhelpers.config import PROJECT_ROOT
+from labhelpers.grading import GradingOptions, grade, write_grades_csv
+from labhelpers.grading.course import points_by_cell, points_by_exercise
+from labhelpers.grading.samples import answered, answers_of_exercises, perfect, solution_sources, write_submission
+from tests.support.course import fresh_release, lab_environment, read_grades
+from tests.support.editors import HONEST_EDITS
+
+pytestmark = [pytest.mark.xdist_group("grading")]
+
+# Typical mistakes: (student id, answer cell, (right text in the instructor's solution, wrong text), the test it fails,
+# the exercises answered, a phrase of the judge's message). Only Exercise 4's mistake trains models (grading time).
+MISTAKES = [
+    ("dim0_magnitude", "decompose_weight", ("dim=1", "dim=0"), "decompose_weight_matches_definition", {1, 2, 3},
+     "you took the norm over dim=0"),
+    ("missing_scaling", "dora_linear", ("self.scaling * ", ""), "dora_linear_matches_peft", {1, 2, 3},
+     "the LoRA update is not scaled"),
+    ("no_projection", "dora_direction_gradient", ("if detach_norm:", "if True:"), "dora_direction_gradient_matches_autograd",
+     {1, 2, 3}, "with detach_norm=False the norm also gets a gradient"),
+    ("no_eval_mode", "training_loop", ("    model.eval()\n", ""), "evaluate_accuracy_matches_reference", {1, 2, 3, 4},
+     "ran the model in training mode"),
+    ("delta_d_over_columns", "magnitude_direction_change", ("(W, W0, dim=1)", "(W, W0, dim=0)"),
+     "magnitude_direction_change_matches_paper", {1, 2, 3, 5}, "cosines between columns (dim=0)"),
+]  # fmt: skip
+HONEST_ANSWERS = {1, 2, 3}
+"""The exercises the honest edited notebooks answer (no training: the class grades in minutes)."""
+# Graded end to end (each costs a sandboxed notebook run): every editor's save format, a split class, a pasted cell
+# with the same id, a changed cell type, an answer merged with its test, and everything at once.
+E2E_EDIT_NAMES = {
+    "notebook6_save",
+    "colab_save",
+    "vscode_split_class",
+    "vscode_paste_same_id",
+    "lab_type_changed",
+    "lab_merge_answer_with_test",
+    "everything_then_colab",
+}
+E2E_EDITS = tuple(edit for edit in HONEST_EDITS if edit.name in E2E_EDIT_NAMES)
+
+
+def _wrong(source: str, right: str, wrong: str) -> str:
+    assert right in source, f"the solution no longer contains {right!r}: update MISTAKES"
+    return source.replace(right, wrong)
+
+
+@pytest.fixture(scope="session")
+def lab_env(sst2_dir):
+    """Grading runs the notebook in LAB_FAST mode on the local SST-2."""
+    with lab_environment(sst2_dir):
+        yield
+
+
+@pytest.fixture(scope="session")
+def released(tmp_path_factory) -> Path:
+    """A release generated now by nbgrader from solutions/, in a temporary course folder."""
+    return fresh_release(tmp_path_factory.mktemp("course"))
+
+
+@pytest.fixture(scope="session")
+def source():
+    return nbformat.read(SOURCE_NOTEBOOK, as_version=4)
+
+
+@pytest.fixture(scope="session")
+def graded_class(tmp_path_factory, released, source, lab_env):
+    """Generate the class from the fresh release, grade it once (--jobs 2); return (out_dir, rows by student)."""
+    student = nbformat.read(released, as_version=4)
+    solutions = solution_sources(source)
+    folder = tmp_path_factory.mktemp("submissions")
+    write_submission(folder, "perfect", perfect(student, source))
+    write_submission(folder, "untouched", student)
+    write_submission(folder, "exercises_1_2", answered(student, answers_of_exercises(source, {1, 2})))
+    for student_id, cell, (right, wrong), _, exercises, _ in MISTAKES:
+        answers = {**answers_of_exercises(source, exercises), cell: _wrong(solutions[cell], right, wrong)}
+        write_submission(folder, student_id, answered(student, answers))
+    collected = folder / "collected" / "dora" / "dora_lab.ipynb"  # nbgrader's collected layout
+    collected.parent.mkdir(parents=True)
+    nbformat.write(answered(student, answers_of_exercises(source, {1})), collected)
+    (collected.parent / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
+    filled = answered(student, answers_of_exercises(source, HONEST_ANSWERS))
+    for edit in E2E_EDITS:
+        write_submission(folder, f"honest_{edit.name}", edit.edit(filled))
+    out = tmp_path_factory.mktemp("graded")
+    started = time.monotonic()
+    path = grade(folder, out, GradingOptions(jobs=2, timeout_cell=300, timeout_submission=900), progress=False)
+    print(f"graded {len(list(folder.iterdir()))} submissions in {time.monotonic() - started:.0f} s")
+    return out, read_grades(path)
+
+
+@pytest.mark.slow
+@pytest.mark.grading_e2e
+def test_perfect_gets_every_autograded_point_and_untouched_none(graded_class, source):
+    _, rows = graded_class
+    assert float(rows["perfect"]["score"]) == sum(points_by_cell(source).values())
+    assert rows["perfect"]["status"] == "ok"
+    for number, points in points_by_exercise(source).items():
+        assert float(rows["perfect"][f"exercise_{number}"]) == points
+    assert float(rows["untouched"]["score"]) == 0 and rows["untouched"]["status"] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.grading_e2e
+def test_partial_submission_scores_exactly_its_exercises(graded_class, source):
+    _, rows = graded_class
+    by_exercise = points_by_exercise(source)
+    assert float(rows["exercises_1_2"]["score"]) == by_exercise[1] + by_exercise[2]
+
+
+@pytest.mark.slow
+@pytest.mark.grading_e2e
+def test_nbgraders_collected_layout_is_graded_the_same(graded_class, source):
+    out, rows = graded_class
+    assert float(rows["collected"]["score"]) == points_by_exercise(source)[1] and rows["collected"]["status"] == "ok"
+    kept = out / "course" / "submitted" / "collected" / "dora" / "timestamp.txt"
+    assert kept.read_text() == "2026-11-20 10:00:00.000000 UTC"
+
+
+@pytest.mark.slow
+@pytest.mark.grading_e2e
+@pytest.mark.parametrize(
+    "student_id, cell, change, failed_test, exercises, phrase", MISTAKES, ids=[m[0] for m in MISTAKES]
+)
+def test_each_mistake_loses_exactly_its_checks_points(graded_class, source, student_id, cell, change, failed_test, exercises, phrase):  # fmt: skip
+    out, rows = graded_class
+    by_exercise = points_by_exercise(source)
+    expected = sum(by_exercise[number] for number in exercises) - points_by_cell(source)[failed_test]
+    assert float(rows[student_id]["score"]) == expected
+    feedback = html.unescape((out / "feedback" / student_id / "dora_lab.html").read_text())
+    assert phrase.lower() in feedback.lower() and "Grader: failed (0 / " in feedback
+
+
+@pytest.mark.slow
+@pytest.mark.grading_e2e
+@pytest.mark.parametrize("edit", E2E_EDITS, ids=[edit.name for edit in E2E_EDITS])
+def test_an_honestly_edited_notebook_gets_the_score_its_answers_deserve(graded_class, source, edit):
+    _, rows = graded_class
+    row = rows[f"honest_{edit.name}"]
+    assert float(row["score"]) == sum(points_by_exercise(source)[n] for n in HONEST_ANSWERS)
+    assert row["status"] == ("repaired: " + "; ".join(edit.notes) if edit.notes else "ok")
+
+
+@pytest.mark.slow
+@pytest.mark.grading_e2e
+def test_feedback_shows_the_judges_verdicts_and_no_grading_machine_paths(graded_class):
+    out, _ = graded_class
+    page = html.unescape((out / "feedback" / "perfect" / "dora_lab.html").read_text())
+    assert page.count("Grader: passed") == 7 and "Grader: failed" not in page
+    assert "SST-2 from /data/sst2; outputs in /home/student/outputs/" in page
+    for secret in (str(out), str(PROJECT_ROOT), sys.prefix, "/tmp/dora-grading-"):
+        assert secret not in page
+
+
+@pytest.mark.slow
+@pytest.mark.grading_e2e
+def test_outputs_are_in_place_and_export_rebuilds_the_same_csv(graded_class, tmp_path):
+    out, rows = graded_class
+    assert (out / "gradebook.db").is_file() and (out / "grading_secret").stat().st_mode & 0o077 == 0
+    with open(out / "grades.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header[:3] == ["student_id", "score", "max_score"] and header[-1] == "status"
+    for student_id in rows:
+        assert (out / "feedback" / student_id / "dora_lab.html").stat().st_size > 0
+    assert write_grades_csv(out, tmp_path / "grades.csv").read_text() == (out / "grades.csv").read_text()
+
+
+def _sandbox_processes(mine: str) -> list[str]:
+    """The grading processes (workers, sandboxes) of one run: those whose command line names `mine`, the run's own
+    folder (workers' job files, sandboxes' scratch folders, with TMPDIR inside it), not another test's that grades at
+    the same time (the hub test's, under pytest-xdist). Processes inside a sandbox end with it (--die-with-parent)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            grading = (
+                "bwrap" in command or "labhelpers.grading.worker" in command or "labhelpers.probes.runner" in command
+            )
+            if grading and mine in command:
+                found.append(command)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.grading_e2e
+def test_a_stopped_run_resumes_to_the_same_grades(tmp_path, released, source, lab_env, graded_class):
+    student = nbformat.read(released, as_version=4)
+    folder, out = tmp_path / "submissions", tmp_path / "graded"
+    write_submission(folder, "a_exercise_1", answered(student, answers_of_exercises(source, {1})))
+    write_submission(folder, "b_exercises_1_2", answered(student, answers_of_exercises(source, {1, 2})))
+    write_submission(folder, "c_untouched", student)
+    command = [sys.executable, "-m", "labhelpers", "grade", str(folder), "--out", str(out), "--jobs", "1", "--quiet"]
+    (tmp_path / "tmp").mkdir()
+    environment = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}  # the sandboxes' scratch folders go there
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+    results = out / "course" / "results"
+    deadline = time.monotonic() + 600
+    while not (results.is_dir() and any(results.iterdir())) and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.5)
+    run.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    said = run.communicate(timeout=60)[0]
+    assert time.monotonic() - stopped < 20, "stopping took too long"
+    assert run.returncode != 0 and "Run the same `dora-lab grade` command again" in said
+    assert _sandbox_processes(str(tmp_path)) == [], "processes of the stopped run are left"
+    partial = read_grades(out / "grades.csv")
+    assert 1 <= len(partial) < 3
+    finished = {student_id: (results / f"{student_id}.json").stat().st_mtime for student_id in partial}
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=900)
+    rows = read_grades(out / "grades.csv")
+    assert sorted(rows) == ["a_exercise_1", "b_exercises_1_2", "c_untouched"]
+    assert all((results / f"{s}.json").stat().st_mtime == t for s, t in finished.items()), (
+        "a finished one was regraded"
+    )
+    by_exercise = points_by_exercise(source)
+    assert [float(rows[s]["score"]) for s in sorted(rows)] == [by_exercise[1], by_exercise[1] + by_exercise[2], 0]
+    assert rows["b_exercises_1_2"]["score"] == graded_class[1]["exercises_1_2"]["score"]  # --jobs 1 as --jobs 2
+
+
+def test_the_end_to_end_edits_are_honest_edits():
+    assert len(E2E_EDITS) == 7  # a misspelt name would silently drop an edit
+    assert {edit.name for edit in E2E_EDITS} == E2E_EDIT_NAMES

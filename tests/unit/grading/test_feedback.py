@@ -1,0 +1,133 @@
+"""What the student reads: the verdict under each test cell, no path of the grading machine, and the plain pages."""
+
+from __future__ import annotations
+
+import sys
+
+import nbformat
+import pytest
+
+from labhelpers.config import PROJECT_ROOT
+from labhelpers.grading.feedback import (
+    VERDICT_OUTPUT,
+    annotate,
+    grader_paths,
+    not_graded_page,
+    plain_page,
+    publish_feedback,
+    redact,
+    verdict_output,
+)
+from labhelpers.grading.judging import Verdict
+from labhelpers.grading.ledger import STATUS_FILE, Ledger, LedgerEntry
+
+PASSED = Verdict("t_passes", True, "✔ 2 checks of decompose_weight")
+FAILED = Verdict("t_fails", False, "magnitude has shape (1, 3); expected (4, 1) <norm over dim=1>")
+
+
+@pytest.mark.parametrize(
+    "verdict, own_run_passed, head, note",
+    [
+        (PASSED, True, "Grader: passed (3 / 3 points)", ""),
+        (FAILED, False, "Grader: failed (0 / 3 points)", ""),
+        (
+            FAILED,
+            True,
+            "Grader: failed (0 / 3 points)",
+            "Your notebook's own run of this cell passed, but the grader's",
+        ),
+        (PASSED, False, "Grader: passed (3 / 3 points)", "Your notebook's own run of this cell failed (see above)"),
+    ],
+    ids=["passed", "failed", "failed_but_own_run_passed", "passed_but_own_run_failed"],
+)
+def test_the_verdict_output_says_the_score_the_message_and_any_disagreement(verdict, own_run_passed, head, note):
+    output = verdict_output(verdict, 3, own_run_passed)
+    text, page = output["data"]["text/plain"], output["data"]["text/html"]
+    assert output["output_type"] == "display_data" and output["metadata"] == {VERDICT_OUTPUT: True}
+    assert text.splitlines()[:2] == [head, verdict.message]
+    assert (note in text and "the grader's verdict counts." in text) if note else len(text.splitlines()) == 2
+    assert head in page and "<norm over dim=1>" not in page  # the message is escaped in the HTML
+
+
+def test_grader_paths_hide_python_the_lab_and_the_graders_folders_longest_first(tmp_path):
+    paths = grader_paths([tmp_path, "/"])
+    assert (
+        paths[sys.prefix] == "<python>" and paths[str(PROJECT_ROOT)] == "<lab>" and paths[str(tmp_path)] == "<grader>"
+    )
+    assert "/" not in paths and list(paths) == sorted(paths, key=len, reverse=True)
+
+
+def test_redact_replaces_every_grading_machine_path(tmp_path):
+    paths = grader_paths([tmp_path])
+    text = f"File {tmp_path}/scratch/x.py, line 3, in {sys.prefix}/lib/torch/nn.py; see {PROJECT_ROOT}/README.md"
+    assert (
+        redact(text, paths) == "File <grader>/scratch/x.py, line 3, in <python>/lib/torch/nn.py; see <lab>/README.md"
+    )
+
+
+def test_annotate_adds_each_verdict_cleans_every_output_and_returns_the_disagreements(tmp_path):
+    def test_cell(grade_id, outputs):
+        cell = nbformat.v4.new_code_cell(f"check({grade_id})", outputs=outputs)
+        cell.metadata["nbgrader"] = {"grade": True, "grade_id": grade_id, "points": 3, "solution": False}
+        return cell
+
+    error = nbformat.v4.new_output(
+        "error", ename="AssertionError", evalue=f"in {tmp_path}/x", traceback=[str(tmp_path)]
+    )
+    printed = nbformat.v4.new_output("stream", name="stdout", text=f"read {tmp_path}/data\n")
+    old = verdict_output(PASSED, 3, True)  # a verdict left by an earlier grading is replaced
+    notebook = nbformat.v4.new_notebook(cells=[test_cell("t_passes", [printed, old]), test_cell("t_fails", [error])])
+    path = tmp_path / "autograded.ipynb"
+    nbformat.write(notebook, path)
+
+    disagreed = annotate(
+        path,
+        {"t_passes": PASSED, "t_fails": Verdict("t_fails", True, "✔")},
+        {"t_passes": 3, "t_fails": 3},
+        grader_paths([tmp_path]),
+    )
+
+    assert disagreed == ["t_fails"]
+    cells = nbformat.read(path, as_version=4).cells
+    assert [len(cell.outputs) for cell in cells] == [2, 2]
+    assert cells[0].outputs[0]["text"] == "read <grader>/data\n"
+    assert cells[1].outputs[0]["evalue"] == "in <grader>/x" and cells[1].outputs[0]["traceback"] == ["<grader>"]
+    assert all(cell.outputs[-1]["metadata"] == {VERDICT_OUTPUT: True} for cell in cells)
+    assert str(tmp_path) not in path.read_text()
+
+
+def test_the_plain_page_lists_the_status_and_every_verdict():
+    page = plain_page("ana<", {"t_passes": PASSED, "t_fails": FAILED}, {"t_passes": 3, "t_fails": 2}, ["a & b"])
+    assert page == (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>feedback</title></head><body>"
+        "<h1>Feedback for ana&lt;</h1><ul><li>a &amp; b</li></ul>"
+        "<table border='1' cellpadding='4'><tr><th>test</th><th>points</th><th>grader's verdict</th></tr>"
+        "<tr><td>t_passes</td><td>3 / 3</td><td>✔ 2 checks of decompose_weight</td></tr>"
+        "<tr><td>t_fails</td><td>0 / 2</td>"
+        "<td>magnitude has shape (1, 3); expected (4, 1) &lt;norm over dim=1&gt;</td></tr></table>"
+        "</body></html>"
+    )
+
+
+def test_the_not_graded_page_says_0_points_and_why():
+    assert not_graded_page(["dora_lab.ipynb is not a valid notebook (<binary>)"]) == (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>dora_lab feedback</title></head><body>"
+        "<h1>dora_lab: 0 points</h1><p>Your submission could not be graded:</p>"
+        "<ul><li>dora_lab.ipynb is not a valid notebook (&lt;binary&gt;)</li></ul></body></html>"
+    )
+
+
+def test_publish_feedback_copies_nbgraders_pages_and_writes_the_others(tmp_path):
+    Ledger(tmp_path / STATUS_FILE, {"ana": LedgerEntry([], "k"), "ben": LedgerEntry(["no notebook"], "k")}).write()
+    page = tmp_path / "course" / "feedback" / "ana" / "dora" / "dora_lab.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<p>nbgrader's feedback for ana</p>")
+    stale = tmp_path / "feedback" / "gone" / "dora_lab.html"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("a student of an earlier class")
+
+    publish_feedback(tmp_path)
+
+    assert sorted(path.name for path in (tmp_path / "feedback").iterdir()) == ["ana", "ben"]
+    assert (tmp_path / "feedback" / "ana" / "dora_lab.html").read_text() == "<p>nbgrader's feedback for ana</p>"
+    assert (tmp_path / "feedback" / "ben" / "dora_lab.html").read_text() == not_graded_page(["no notebook"])
