@@ -23,9 +23,8 @@ PROXY_VERSION := 5.3.0
 PROXY := $(VENV)/node/bin/configurable-http-proxy
 PYTEST_ARGS ?=
 JUPYTER_PORT ?= 8888
-LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.d/dora-lab.json
-LAB_CONFIG := $(VENV)/etc/jupyter/jupyter_lab_config.json
-LAB_SETTINGS := $(LAB_OVERRIDES) $(LAB_CONFIG)
+# deploy/install-jupyter-settings copies jupyter/ into the environment; this stamp says it has copied the current files.
+LAB_SETTINGS := $(VENV)/.jupyter-settings
 
 .PHONY: help venv lab test test-unit lint format test-grading test-browser test-hub hub-proxy release data bench bench-grading clean
 
@@ -49,18 +48,16 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ not found: set PYTHON=/path/to/python3.11"; exit 1; }
 	@if [ ! -x $(BIN)/python ]; then $(PYTHON) -m venv $(VENV); fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,hub]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Settings for an offline classroom (no news feed, no update checks), installed where every JupyterLab started from
-# .venv reads them, `make lab` and a hub's single-user servers alike: the frontend's setting overrides and LabApp's
-# config file, in the environment's share/ and etc/ folders (jupyter --paths).
-$(LAB_OVERRIDES): jupyter/overrides.d/dora-lab.json | $(STAMP)
-	install -D -m 644 $< $@
-
-$(LAB_CONFIG): jupyter/jupyter_lab_config.json | $(STAMP)
-	install -D -m 644 $< $@
+# The lab's Jupyter settings, installed where every JupyterLab started from .venv reads them (jupyter --paths): an
+# offline classroom (no news feed, no update checks) and the student's tools only (nbgrader's formgrader, course list
+# and Create Assignment off). A hub's environment gets the same files from the same script (docs/deploying.md).
+$(LAB_SETTINGS): deploy/install-jupyter-settings $(shell find jupyter -type f) | $(STAMP)
+	deploy/install-jupyter-settings $(VENV) > /dev/null
+	touch $@
 
 # Jupyter refuses to start as root without --allow-root (containers and classroom VMs often run as root).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)

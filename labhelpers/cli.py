@@ -1,5 +1,6 @@
-"""`dora-lab`: the instructor's commands (release, collect, grade, feedback, return, export, status, sample-class),
-the benchmarks (bench, bench-grading), the learning-rate search (tune) and SST-2's download (data download).
+"""`dora-lab`: the instructor's commands (release, collect, grade, formgrade, deadline, feedback, return, export,
+backup, status, sample-class; report and merge in labhelpers.cli_class), the benchmarks (bench, bench-grading), the
+learning-rate search (tune) and SST-2's download (data download).
 
 Each command has a builder, which declares its options, and a runner, which forwards them to the package; the
 packages are imported when a command runs, so that `dora-lab --help` imports neither torch nor nbgrader.
@@ -13,6 +14,7 @@ import re
 import sys
 from pathlib import Path
 
+from labhelpers import cli_class
 from labhelpers.assignment import SOURCE_NOTEBOOK
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.errors import LabError
@@ -111,6 +113,13 @@ def _add_grade(commands: Commands) -> None:
         "--memory-gb", type=float, default=6.0, metavar="GB", help="memory cap per submission (default 6)"
     )
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli_class.add_selection_options(grade)
+    grade.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="last resort where bubblewrap cannot isolate: run student code with the resource limits only (it can "
+        "read and change what the grader can); every status and feedback page says so",
+    )
     grade.set_defaults(run=_grade)
 
 
@@ -123,9 +132,18 @@ def _grade(options: argparse.Namespace) -> None:
         timeout_cell=options.timeout_cell,
         timeout_submission=options.timeout_submission,
         memory_bytes=int(options.memory_gb * 2**30),
+        sandbox=not options.no_sandbox,
     )
+    if options.no_sandbox:
+        from labhelpers.grading.sandbox import unsandboxed_status
+
+        print(f"dora-lab grade: no sandbox, as asked; each status will read: {unsandboxed_status()}", file=sys.stderr)
     source = options.course / SOURCE_NOTEBOOK.relative_to(PROJECT_ROOT)
-    path = grading.grade(options.submissions, options.out, limits, source_notebook=source, progress=not options.quiet)
+    selection, secret = cli_class.selection_from(options)
+    path = grading.grade(
+        options.submissions, options.out, limits, source_notebook=source, progress=not options.quiet,
+        selection=selection, secret=secret,
+    )  # fmt: skip
     print(commands.summary(path))
     print(f"wrote {path} and {options.out / 'feedback'}/")
 
@@ -162,20 +180,78 @@ def _return(options: argparse.Namespace) -> None:
 def _add_export(commands: Commands) -> None:
     export = commands.add_parser("export", help="write grades.csv from OUT_DIR's gradebook")
     export.add_argument("out", type=Path, metavar="OUT_DIR")
-    export.add_argument("--csv", type=Path, help="where to write it (default OUT_DIR/grades.csv)")
+    export.add_argument("--csv", type=Path, help="where to write it (default OUT_DIR/grades.csv, OUT_DIR/FORMAT.csv)")
+    cli_class.add_lms_options(export)
     export.set_defaults(run=_export)
 
 
 def _export(options: argparse.Namespace) -> None:
     from labhelpers import grading
 
+    if options.format != "lab":
+        return cli_class.export_for_lms(options)
     print(f"wrote {grading.write_grades_csv(options.out.resolve(), options.csv)}")
 
 
-def _add_status(commands: Commands) -> None:
-    status = commands.add_parser(
-        "status", help="is the release up to date? and, given OUT_DIR, a summary of its grades"
+def _add_formgrade(commands: Commands) -> None:
+    formgrade = commands.add_parser(
+        "formgrade", help="grade written answers by hand: nbgrader's formgrader on OUT_DIR (Autograde refused there)"
     )
+    formgrade.add_argument("out", type=Path, metavar="OUT_DIR")
+    formgrade.add_argument("--port", type=int, default=8899, help="default 8899 (or the next free one)")
+    formgrade.add_argument("--ip", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    formgrade.set_defaults(run=_formgrade)
+
+
+def _formgrade(options: argparse.Namespace) -> None:
+    from labhelpers.grading.formgrade import Formgrader, serve
+
+    serve(Formgrader(options.out, options.ip, options.port))
+
+
+def _add_deadline(commands: Commands) -> None:
+    deadline = commands.add_parser(
+        "deadline",
+        parents=[_course_option()],
+        help="set or show OUT_DIR's due date, extensions and late penalty (nbgrader's gradebook)",
+        description="Late policy: each day or part of a day after the due date plus the student's extension takes "
+        "--penalty-per-day percent of the score (default 10), at most all of it. Times are nbgrader's timestamp.txt.",
+    )
+    deadline.add_argument("out", type=Path, metavar="OUT_DIR")
+    deadline.add_argument("--due", metavar="WHEN", help="ISO 8601 with its time zone, e.g. 2026-03-02T17:00+01:00")
+    deadline.add_argument("--penalty-per-day", type=float, metavar="PERCENT", help="percent of the score per day late")
+    deadline.add_argument(
+        "--extend", nargs=2, action="append", default=[], metavar=("STUDENT", "HOURS"),
+        help="give STUDENT HOURS more (replaces their extension; 0 removes it); repeat for several",
+    )  # fmt: skip
+    deadline.set_defaults(run=_deadline)
+
+
+def _deadline(options: argparse.Namespace) -> None:
+    from labhelpers.grading import deadlines
+
+    extensions = deadlines.parse_extensions(options.extend)
+    change = deadlines.DeadlineChange(options.due, options.penalty_per_day, extensions)
+    source = options.course / SOURCE_NOTEBOOK.relative_to(PROJECT_ROOT)
+    print(deadlines.set_deadline(options.out, change, source).summary())
+
+
+def _add_backup(commands: Commands) -> None:
+    backup = commands.add_parser("backup", help="copy OUT_DIR's gradebook.db and grading_secret into DEST")
+    backup.add_argument("out", type=Path, metavar="OUT_DIR")
+    backup.add_argument("dest", type=Path, metavar="DEST")
+    backup.set_defaults(run=_backup)
+
+
+def _backup(options: argparse.Namespace) -> None:
+    from labhelpers.grading.backup import backup
+
+    print("wrote", *backup(options.out, options.dest))
+
+
+def _add_status(commands: Commands) -> None:
+    purpose = "is the release up to date? and, given OUT_DIR, a summary of its grades"
+    status = commands.add_parser("status", parents=[_course_option()], help=purpose)
     status.add_argument("out", type=Path, nargs="?", metavar="OUT_DIR")
     status.set_defaults(run=_status)
 
@@ -183,11 +259,12 @@ def _add_status(commands: Commands) -> None:
 def _status(options: argparse.Namespace) -> None:
     from labhelpers.grading import commands
 
-    print(commands.status(options.out))
+    print(commands.status(options.out, options.course))
 
 
 def _add_sample_class(commands: Commands) -> None:
-    sample = commands.add_parser("sample-class", help="write sample submissions (solutions, untouched) to try grading")
+    purpose = "write sample submissions (solutions, untouched) to try grading"
+    sample = commands.add_parser("sample-class", parents=[_course_option()], help=purpose)
     sample.add_argument("folder", type=Path, metavar="SUBMISSIONS_DIR")
     sample.set_defaults(run=_sample_class)
 
@@ -195,7 +272,7 @@ def _add_sample_class(commands: Commands) -> None:
 def _sample_class(options: argparse.Namespace) -> None:
     from labhelpers.grading import commands
 
-    print(f"wrote {commands.sample_class(options.folder)}")
+    print(commands.sample_class(options.folder, options.course).summary())
 
 
 # The benchmarks and the data -----------------------------------------------------------------------------------
@@ -355,6 +432,10 @@ COMMANDS = (
     _add_feedback,
     _add_return,
     _add_export,
+    *cli_class.COMMANDS,
+    _add_formgrade,
+    _add_deadline,
+    _add_backup,
     _add_status,
     _add_sample_class,
     _add_bench,
@@ -372,7 +453,7 @@ def _parser() -> argparse.ArgumentParser:
         "choose the learning rates; download SST-2.",
         epilog="Typical term on a hub (in the course folder, or with --course DIR): dora-lab release --exchange; "
         "dora-lab collect; dora-lab grade submitted/ --out graded/ --jobs 2; "
-        "(grade written answers: cd graded/course && nbgrader formgrader; then dora-lab feedback graded/); "
+        "(grade written answers: dora-lab formgrade graded/; then dora-lab feedback graded/); "
         "dora-lab return graded/; dora-lab export graded/",
     )
     commands = parser.add_subparsers(dest="command", required=True)

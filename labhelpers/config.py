@@ -20,6 +20,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
+SIZES = ("student", "fast", "long")
+"""The lab's sizes: the student run (about 10 minutes on a 2-core CPU), LAB_FAST's minute (CI, grading), and the
+optional longer run (LAB_SIZE=long: more steps, a decaying schedule with warm-up, no dropout, more seeds)."""
+
 
 def _flag(environ: Mapping[str, str], name: str) -> bool:
     value = environ.get(name, "").strip().lower()
@@ -42,7 +46,10 @@ class LabConfig:
     """The lab's settings.
 
     Attributes:
-        fast: ``LAB_FAST``; shrink data, epochs and seeds so notebooks run in about a minute (CI, grading).
+        fast: shrink data, epochs and seeds so notebooks run in about a minute (CI, grading): ``LAB_FAST=1``,
+            ``LAB_SIZE=fast`` or ``setup(fast=True)``; the same as size == "fast".
+        size: "student" (default), "fast" or "long" (``LAB_SIZE``; ``LAB_FAST=1`` makes it "fast").
+        size_source: where the size was chosen, in words (printed by setup).
         data_dir: ``LAB_DATA_DIR``; a folder holding SST-2 ``train.tsv`` and ``validation.tsv``, or None.
         output_dir: ``LAB_OUTPUT_DIR``; where results and figures go (default: the project's ``outputs/``,
             wherever the notebook runs from).
@@ -52,11 +59,21 @@ class LabConfig:
     """
 
     fast: bool = False
+    size: str = "student"
+    size_source: str = "default"
     data_dir: Path | None = None
     output_dir: Path = PROJECT_ROOT / "outputs"
     seed: int = 0
     model_name: str | None = None
     device: str = "cpu"
+
+    def __post_init__(self):
+        # fast and size say the same thing twice: either one set makes both say it.
+        if self.size not in SIZES:
+            raise LabConfigError(f"size={self.size!r} is not a size: use one of {', '.join(SIZES)} (LAB_SIZE).")
+        if self.fast or self.size == "fast":
+            object.__setattr__(self, "fast", True)
+            object.__setattr__(self, "size", "fast")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LabConfig:
@@ -91,14 +108,32 @@ class LabConfig:
         device = environ.get("LAB_DEVICE", "").strip() or _default_device()
         if device not in {"cpu", "cuda"} and not device.startswith("cuda:"):
             raise LabConfigError(f"LAB_DEVICE={device!r} is not a device: use cpu, cuda or cuda:N.")
+        size, size_source = _size(environ)
         return cls(
-            fast=_flag(environ, "LAB_FAST"),
+            size=size,
+            size_source=size_source,
             data_dir=data_dir,
             output_dir=output_dir,
             seed=seed,
             model_name=model_name,
             device=device,
         )
+
+
+def _size(environ: Mapping[str, str]) -> tuple[str, str]:
+    """Return (size, where it was chosen) from LAB_FAST and LAB_SIZE; LAB_FAST=1 wins over LAB_SIZE."""
+    asked = environ.get("LAB_SIZE", "").strip().lower()
+    if asked and asked not in SIZES:
+        raise LabConfigError(
+            f"LAB_SIZE={environ['LAB_SIZE']!r} is not a size: use student (the default), fast (about a minute) or "
+            "long (more steps and seeds, no dropout; see README.md), or unset LAB_SIZE."
+        )
+    if _flag(environ, "LAB_FAST"):
+        ignored = f"; LAB_SIZE={asked} ignored" if asked not in ("", "fast") else ""
+        return "fast", f"LAB_FAST=1 in the environment{ignored}"
+    if asked:
+        return asked, f"LAB_SIZE={asked} in the environment"
+    return "student", "default"
 
 
 def _default_device() -> str:
@@ -122,12 +157,14 @@ def get_config() -> LabConfig:
     return _active if _active is not None else LabConfig.from_env()
 
 
-def setup(seed: int | None = None, environ: Mapping[str, str] | None = None) -> LabConfig:
+def setup(seed: int | None = None, environ: Mapping[str, str] | None = None, fast: bool = False) -> LabConfig:
     """Start a notebook: read the config, seed every generator, use the machine's cores, say what was chosen.
 
     Args:
         seed: overrides `LAB_SEED`.
         environ: the environment to read (default ``os.environ``).
+        fast: run everything at the LAB_FAST size (about a minute), whatever LAB_SIZE says; LAB_FAST=1 in the
+            environment (CI, grading) makes it fast in any case.
 
     Returns:
         The LabConfig in force (also what `get_config()` returns from now on).
@@ -140,14 +177,18 @@ def setup(seed: int | None = None, environ: Mapping[str, str] | None = None) -> 
     config = LabConfig.from_env(environ)
     if seed is not None:
         config = dataclasses.replace(config, seed=seed)
+    if fast and not config.fast:
+        ignored = f"; LAB_SIZE={config.size} in the environment ignored" if config.size != "student" else ""
+        config = dataclasses.replace(config, fast=True, size="fast", size_source=f"setup(fast=True){ignored}")
     _active = config
     seed_all(config.seed)
     # A laptop CPU: one thread per core (the default can oversubscribe under Jupyter).
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, torch.get_num_threads())))
     data = str(config.data_dir) if config.data_dir else "data/sst2 or the hub"
-    size = "fast (LAB_FAST=1)" if config.fast else "full (student size)"
+    hint = "; setup(fast=True) runs everything in about a minute" if config.size == "student" else ""
     print(
-        f"DoRA Lab: size {size}; SST-2 from {data}; outputs in {config.output_dir}/; device {config.device}; seed {config.seed}."
+        f"DoRA Lab: size {config.size} ({config.size_source}{hint}); SST-2 from {data}; outputs in "
+        f"{config.output_dir}/; device {config.device}; seed {config.seed}."
     )
     return config
 

@@ -65,14 +65,11 @@ def spearman(xs: Iterable[float], ys: Iterable[float]) -> float:
 
 
 def _ranks(values: Iterable[float]) -> np.ndarray:
+    """Return the 0-based ranks of some numbers; ties share the mean of their ranks."""
     values = np.asarray(list(values), dtype=np.float64)
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(values.size)
-    ranks[order] = np.arange(values.size, dtype=np.float64)
-    for value in np.unique(values):  # ties share the mean of their ranks
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # the rank of the first of each run of equal values
+    return (first + (counts - 1) / 2)[inverse.reshape(-1)]
 
 
 def slope(xs: Iterable[float], ys: Iterable[float]) -> float:

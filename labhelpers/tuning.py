@@ -21,7 +21,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from labhelpers.checks.finetune import reference_evaluate_accuracy, reference_lora_config, reference_train_one_epoch
+from labhelpers.checks.finetune import (
+    reference_evaluate_accuracy,
+    reference_make_peft_model,
+    reference_train_one_epoch,
+)
 from labhelpers.config import LabConfig, get_config
 from labhelpers.data import load_sst2, stratified_indices
 from labhelpers.errors import LabConfigError
@@ -268,7 +272,7 @@ class TuneOptions:
         output_dir: folder for tune_results.json; None = LabConfig.output_dir ($LAB_OUTPUT_DIR).
     """
 
-    n_train: int = field(default_factory=lambda: default_settings(fast=False).n_train)
+    n_train: int = field(default_factory=lambda: default_settings("student").n_train)
     n_heldout: int = 1000
     seeds: tuple[int, ...] = (0,)
     methods: tuple[str, ...] = METHODS
@@ -278,7 +282,7 @@ class TuneOptions:
     def settings(self) -> Settings:
         """Return the student size's Settings with these methods, seeds and training sentences."""
         return dataclasses.replace(
-            default_settings(fast=False), methods=self.methods, seeds=self.seeds, n_train=self.n_train
+            default_settings("student"), methods=self.methods, seeds=self.seeds, n_train=self.n_train
         )
 
     def search(self) -> SearchSpace:
@@ -307,7 +311,7 @@ def tune(options: TuneOptions, progress: bool = True) -> Path:
     if progress:
         print(_plan(settings, search))
     start = time.perf_counter()
-    functions = LoopFunctions(reference_lora_config, reference_train_one_epoch, reference_evaluate_accuracy)
+    functions = LoopFunctions(reference_make_peft_model, reference_train_one_epoch, reference_evaluate_accuracy)
     tuning = tune_learning_rates(functions, settings, search, progress=progress)
     if progress:
         print(f"\n{tuning.table()}\n({time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f})")

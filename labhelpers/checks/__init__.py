@@ -11,14 +11,14 @@ from labhelpers.checks import decompose, direction_gradient, dora_linear, finetu
 from labhelpers.checks.decompose import check_decompose_weight
 from labhelpers.checks.direction_gradient import check_dora_direction_gradient
 from labhelpers.checks.dora_linear import check_dora_linear
-from labhelpers.checks.finetune import check_evaluate_accuracy, check_lora_configs, check_train_one_epoch
+from labhelpers.checks.finetune import check_evaluate_accuracy, check_peft_model, check_train_one_epoch
 from labhelpers.checks.weight_change import check_magnitude_direction_change
 
 JUDGES = {
     "check_decompose_weight": decompose.judge,
     "check_dora_linear": dora_linear.judge,
     "check_dora_direction_gradient": direction_gradient.judge,
-    "check_lora_configs": finetune.judge_lora_configs,
+    "check_peft_model": finetune.judge_peft_model,
     "check_train_one_epoch": finetune.judge_train_one_epoch,
     "check_evaluate_accuracy": finetune.judge_evaluate_accuracy,
     "check_magnitude_direction_change": weight_change.judge,
@@ -31,7 +31,7 @@ __all__ = [
     "check_dora_direction_gradient",
     "check_dora_linear",
     "check_evaluate_accuracy",
-    "check_lora_configs",
     "check_magnitude_direction_change",
+    "check_peft_model",
     "check_train_one_epoch",
 ]

@@ -2,8 +2,10 @@
 
 A judge reads a probe's Observation (labhelpers.probes) and the spec the inputs were built from, computes the
 references itself (PEFT, autograd, the definitions) and either returns the one-line summary of a pass or raises
-CheckFailed, whose message says what was compared, what was expected, what was got and how to fix it. A judge never
-calls student code: when grading it runs in a process that has never loaded any.
+CheckFailed. Every message reads in one order (messages.verdict): the diagnosis and the concept in words first, with where to
+read about it (the paper's section, PEFT, the exercise's text); then what was expected and what was got; the tolerance
+last. A message teaches the idea and never hands over a line of the model answer. A judge never calls student code:
+when grading it runs in a process that has never loaded any.
 """
 
 from __future__ import annotations
@@ -16,6 +18,18 @@ from typing import Any
 
 import torch
 
+from labhelpers.checks.messages import (
+    Lesson,
+    describe_facts,
+    lesson_for,
+    sentence,
+    sentences,
+    shape_diagnosis,
+    shape_text,
+    tolerance_text,
+    verdict,
+)
+from labhelpers.checks.noted import note_mistakes
 from labhelpers.probes.core import Observation
 
 
@@ -62,13 +76,17 @@ class CheckFailed(AssertionError):
         unavailable: True when the answer called reference code that graded answers may not use.
         missing: True when what was to be judged was never recorded (the probe stopped before it, usually at an
             exception in student code, which then explains the failure better).
+        mistakes: the names (Mistake.name) of the known mistakes the message explains, for the class report; the
+            grader adds those that `explain` wrote into the message while it judged (checks.noted).
     """
 
-    def __init__(self, message: str, cause: str | None = None, unavailable: bool = False, missing: bool = False):
-        super().__init__(message)
+    def __init__(self, message: str, cause: str | None = None, unavailable: bool = False, missing: bool = False,
+                 mistakes: Sequence[str] = ()):  # fmt: skip
+        super().__init__(sentence(message))
         self.cause = cause
         self.unavailable = unavailable
         self.missing = missing
+        self.mistakes = tuple(mistakes)
 
 
 def tolerance(dtype: torch.dtype) -> Tolerance:
@@ -117,52 +135,17 @@ def index_of(flat_index: int, shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(reversed(index))
 
 
-def sentence(text: str) -> str:
-    """Start text with a capital letter, so that a hint reads as its own sentence after the numbers."""
-    return text[:1].upper() + text[1:]
+def number_tolerance_text(rtol: float) -> str:
+    """Return the sentence that ends a message comparing returned numbers."""
+    return f"Tolerance: relative {rtol:g} (absolute {NUMBER_ATOL:g} near zero)"
 
 
-def shape_text(shape: Sequence[int | None]) -> str:
-    """Return '(7, 5)', '(7,)' or '(any, 5)'."""
-    return "(" + ", ".join("any" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _broadcast(actual: Sequence[int], expected: Sequence[int]) -> bool:
-    """Tell whether a wrong shape looks like broadcasting's result: at least the expected size in every dimension."""
-    if len(actual) < len(expected):
-        return False
-    tail = actual[len(actual) - len(expected) :]
-    return all(a >= e for a, e in zip(tail, expected, strict=True)) and tuple(actual) != tuple(expected)
-
-
-def _kind_text(facts: Mapping[str, Any]) -> str:
-    kind = facts.get("kind")
-    if kind in ("tensor", "parameter"):
-        return f"a tensor of shape {tuple(facts['shape'])} and dtype {facts['dtype']}"
-    if kind == "none":
-        return "None"
-    if kind == "sequence":
-        return f"a {facts['type']} of length {facts['length']}"
-    return f"a {facts.get('type', kind)}"
-
-
-def describe_facts(facts: Mapping[str, Any] | None) -> str:
-    """Name what a probe recorded, e.g. 'a tensor of shape (7, 1) and dtype float32', 'None', 'a list of length 3'."""
-    return "nothing" if facts is None else _kind_text(facts)
-
-
-def _expect_shape(got: tuple[int, ...], shape: Sequence[int | None], what: str, suffix: str) -> None:
+def _expect_shape(got: tuple[int, ...], shape: Sequence[int | None], what: str, hint: str) -> None:
     """Fail unless got matches shape (None matches any size), saying whether broadcasting or a reduction went wrong."""
     if len(got) == len(shape) and all(e is None or a == e for a, e in zip(got, shape, strict=True)):
         return
-    if _broadcast(got, [1 if s is None else s for s in shape]):
-        fix = (
-            "a larger shape than expected usually comes from broadcasting two tensors of different shapes, e.g. "
-            "(n, 1) with (1, n) gives (n, n): check the shapes of the tensors you combine"
-        )
-    else:
-        fix = "check which dimension you reduce over and whether you keep it (keepdim=True)"
-    raise CheckFailed(f"{what} has shape {got}, expected {shape_text(shape)}: {fix}.{suffix}")
+    why = shape_diagnosis(got, [1 if s is None else s for s in shape])
+    raise CheckFailed(verdict(sentences(why, hint), f"{what}: expected shape {shape_text(shape)}, got {got}"))
 
 
 def expect_tensor(
@@ -175,7 +158,7 @@ def expect_tensor(
 ) -> torch.Tensor:
     """Check that the value recorded under key is a finite tensor of the expected shape and dtype; return it.
 
-    Checks go type → shape → dtype → finite values, each failure saying how to fix it.
+    Checks go type → shape → dtype → finite values, each failure naming the likely mistake before the evidence.
 
     Args:
         obs: the probe's record.
@@ -183,42 +166,76 @@ def expect_tensor(
         what: how to name it in messages, e.g. "the magnitude returned by decompose_weight".
         shape: expected shape; None anywhere in it matches any size.
         dtype: expected dtype, or None to accept any.
-        hint: appended to every failure message.
+        hint: the likely mistake, added to every failure's diagnosis.
 
     Returns:
         The recorded tensor.
     """
-    suffix = f" {sentence(hint)}" if hint else ""
     facts = obs.facts.get(key)
     if facts is None:
         raise CheckFailed(f"{what} was not recorded: the check stopped before it.", missing=True)
-    if facts.get("kind") == "none":
-        raise CheckFailed(f"{what} is None: did you forget a `return` statement?{suffix}")
-    if facts.get("kind") not in ("tensor", "parameter"):
-        raise CheckFailed(
-            f"{what} should be a torch.Tensor but is {_kind_text(facts)}: build it with torch operations on the input "
-            f"tensors.{suffix}"
-        )
+    _expect_kind(facts, what, hint)
     got = tuple(facts["shape"])
     if shape is not None:
-        _expect_shape(got, shape, what, suffix)
+        _expect_shape(got, shape, sentence(what), hint)
     if dtype is not None and facts["dtype"] != str(dtype).removeprefix("torch."):
         raise CheckFailed(
-            f"{what} has dtype torch.{facts['dtype']}, expected {dtype}: keep the input's dtype "
-            f"(no .float()/.double(); create new tensors with dtype=... or *_like of the input).{suffix}"
+            verdict(
+                sentences(
+                    "new tensors must keep the dtype of the inputs: the check runs in float64 as well as float32, "
+                    "PyTorch creates float32 tensors unless told otherwise, and a conversion (to float or double) "
+                    "changes the dtype",
+                    hint,
+                ),
+                f"{what}: expected dtype {dtype}, got torch.{facts['dtype']}",
+            )
         )
     value = obs.tensors.get(key)
     if value is None:
-        raise CheckFailed(f"{what} has {math.prod(got):,} elements, more than any check expects.{suffix}")
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-        bad = ~torch.isfinite(value)
-        n_nan = int(torch.isnan(value).sum())
-        first = index_of(int(bad.reshape(-1).nonzero()[0]), value.shape) if value.dim() else ()
         raise CheckFailed(
-            f"{what} contains {n_nan} NaN and {int(bad.sum()) - n_nan} infinite values (first at index {first}): "
-            f"usually a division by a zero norm; clamp the denominator, e.g. norm.clamp_min(1e-12).{suffix}"
+            verdict(sentences(f"{what} is larger than any check expects", hint), f"Got {math.prod(got):,} elements")
         )
+    _expect_finite(value, what, hint)
     return value
+
+
+def _expect_kind(facts: Mapping[str, Any], what: str, hint: str) -> None:
+    """Fail unless the recorded value is a tensor: name a missing return, or what came back instead."""
+    if facts.get("kind") == "none":
+        raise CheckFailed(
+            verdict(sentences(f"{what} is None: did you forget a `return` statement? A function that ends without "
+                              f"one returns None", hint))
+        )  # fmt: skip
+    if facts.get("kind") not in ("tensor", "parameter"):
+        raise CheckFailed(
+            verdict(
+                sentences(
+                    f"{what} should be a torch.Tensor, computed with torch operations on the input tensors (a NumPy "
+                    f"array or a Python number leaves the dtype, the device and autograd behind)",
+                    hint,
+                ),
+                f"Expected a tensor, got {describe_facts(facts)}",
+            )
+        )
+
+
+def _expect_finite(value: torch.Tensor, what: str, hint: str) -> None:
+    """Fail when a floating-point tensor holds NaN or infinite values, saying how many and where the first is."""
+    if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+        return
+    bad = ~torch.isfinite(value)
+    n_nan = int(torch.isnan(value).sum())
+    first = index_of(int(bad.reshape(-1).nonzero()[0]), value.shape) if value.dim() else ()
+    raise CheckFailed(
+        verdict(
+            sentences(
+                "non-finite values usually come from a division by zero, such as a division by the norm of an "
+                "all-zero row",
+                hint,
+            ),
+            f"{what} contains {n_nan} NaN and {int(bad.sum()) - n_nan} infinite values (first at index {first})",
+        )
+    )
 
 
 def assert_close(
@@ -230,13 +247,11 @@ def assert_close(
         actual: the student's tensor (already of the right shape: see expect_tensor).
         expected: the reference tensor.
         what: what was compared, e.g. "DoRALinear output (eval mode, bias=True)".
-        hint: the likely mistake, appended to the failure message.
+        hint: the likely mistake: it leads the failure message, before the numbers.
         tol: overrides the dtype's tolerance.
     """
     if tuple(actual.shape) != tuple(expected.shape):
-        raise CheckFailed(
-            f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}. {sentence(hint)}"
-        )
+        raise CheckFailed(verdict(hint, f"{what}: expected shape {tuple(expected.shape)}, got {tuple(actual.shape)}"))
     dtype = _coarser(actual.dtype, expected.dtype)
     tol = tol or tolerance(dtype)
     a, e, bound = _bound(actual, expected, tol)
@@ -246,14 +261,13 @@ def assert_close(
     rel = torch.where(diff == 0, torch.zeros_like(diff), diff / e.abs())
     i_abs = int(diff.reshape(-1).argmax())
     i_rel = int(rel.reshape(-1).argmax())
-    message = (
-        f"{what} does not match the reference: max abs difference {float(diff.reshape(-1)[i_abs]):.3g} at index "
-        f"{index_of(i_abs, e.shape)} (got {float(a.reshape(-1)[i_abs]):.6g}, expected "
-        f"{float(e.reshape(-1)[i_abs]):.6g}); max rel difference {float(rel.reshape(-1)[i_rel]):.3g} at index "
-        f"{index_of(i_rel, e.shape)}; allowed: atol={tol.atol:g} * max(1, max|expected|) + rtol={tol.rtol:g} * "
-        f"|expected| ({str(dtype).removeprefix('torch.')})."
+    evidence = (
+        f"{what} does not match the reference: expected {float(e.reshape(-1)[i_abs]):.6g}, got "
+        f"{float(a.reshape(-1)[i_abs]):.6g} at index {index_of(i_abs, e.shape)}, the largest difference "
+        f"({float(diff.reshape(-1)[i_abs]):.3g}); the largest relative difference is {float(rel.reshape(-1)[i_rel]):.3g}, "
+        f"at index {index_of(i_rel, e.shape)}"
     )
-    raise CheckFailed(f"{message} {sentence(hint)}" if hint else message)
+    raise CheckFailed(verdict(hint, evidence, tolerance_text(tol.atol, tol.rtol, str(dtype).removeprefix("torch."))))
 
 
 @dataclass(frozen=True)
@@ -328,6 +342,7 @@ def _safe_match(matches: Callable[[Any, Any], bool], actual: Any, candidate: Cal
 def explain(found: Iterable[Mistake]) -> str:
     """Turn recognised mistakes into the hint: one message, or both of two that occur together."""
     found = list(found)
+    note_mistakes(mistake.name for mistake in found)
     if not found:
         return ""
     if len(found) == 1:
@@ -341,8 +356,15 @@ def unchanged(obs: Observation, key: str, original: torch.Tensor) -> bool:
     return after is not None and after.dtype == original.dtype and torch.equal(after, original)
 
 
-def student_error(obs: Observation, key: str, fallback_what: str = "") -> None:
-    """Fail with the student's exception when the probe recorded one under key (a no-op otherwise)."""
+def student_error(obs: Observation, key: str, fallback_what: str = "", lessons: Sequence[Lesson] = ()) -> None:
+    """Fail with the student's exception when the probe recorded one under key (a no-op otherwise).
+
+    Args:
+        obs: the probe's record.
+        key: the key of the "error" fact.
+        fallback_what: how to name the call when the record does not say.
+        lessons: the check's own lessons for known exceptions, tried before EXCEPTION_LESSONS.
+    """
     facts = obs.facts.get(key)
     if not facts:
         return
@@ -361,9 +383,13 @@ def student_error(obs: Observation, key: str, fallback_what: str = "") -> None:
             cause=key,
             unavailable=True,
         )
+    lesson = lesson_for(str(what), f"{kind}: {message}", lessons)
     raise CheckFailed(
-        f"{what} raised {kind}: {message}. Fix the error in your code (the traceback above shows the line), then run "
-        f"the check again.",
+        sentences(
+            f"{what} raised {kind}: {message}",
+            lesson,
+            "Fix the error in your code (the traceback above shows the line), then run the check again",
+        ),
         cause=key,
     )
 

@@ -25,6 +25,7 @@ from labhelpers.checks.core import (
     student_error,
     unchanged,
 )
+from labhelpers.checks.messages import verdict
 from labhelpers.probes.core import Observation
 from labhelpers.probes.decompose import DecomposeCase, DecomposeSpec, cases, probe
 
@@ -32,9 +33,11 @@ EPSILON_LIMIT = 1e-3
 """Largest amount by which a magnitude above the row norms reads as an added epsilon (rather than another mistake)."""
 
 AXIS_EXPLANATION = (
-    "DoRA keeps one magnitude per output feature: the norm over dim=1 of the (out, in) weight, as PEFT and the "
-    "authors' code compute it. (nn.Linear stores W as (out_features, in_features), so one output feature is one row.)"
+    "DoRA keeps one magnitude per output feature, as the authors' code and PEFT compute it, and nn.Linear stores its "
+    "weight as (out_features, in_features): which axis of an (out, in) weight holds one output feature? (Exercise 1 "
+    "explains the paper's notation.)"
 )
+"""The concept behind every mistake of axis: taught as a question, never as the argument to type."""
 
 
 def row_norms(W: torch.Tensor) -> torch.Tensor:
@@ -50,13 +53,20 @@ def judge_magnitude_shape(obs: Observation, key: str, W: torch.Tensor, what: str
         shape = tuple(facts["shape"])
         if shape in ((1, in_features), (in_features,), (in_features, 1)) and in_features != out_features:
             raise CheckFailed(
-                f"{what} has shape {shape}, expected ({out_features}, 1): you took the norm over dim=0 (one per input "
-                f"feature). {AXIS_EXPLANATION} Use torch.linalg.vector_norm(W, dim=1, keepdim=True)."
+                verdict(
+                    f"you took the norm over dim=0, which gives one number per input feature (a column). "
+                    f"{AXIS_EXPLANATION}",
+                    f"{what}: expected shape ({out_features}, 1), got {shape}",
+                )
             )
         if shape == (out_features,):
             raise CheckFailed(
-                f"{what} has shape {shape}, expected ({out_features}, 1): keep the reduced dimension (keepdim=True) "
-                f"so that magnitude broadcasts over each row of W."
+                verdict(
+                    "the magnitude lost its reduced axis: a reduction removes the axis it reduces unless asked to keep "
+                    "it (keepdim). An (out,) vector does not broadcast over the rows of an (out, in) weight: it lines "
+                    "up with the last axis, the input features; an (out, 1) column scales each row",
+                    f"{what}: expected shape ({out_features}, 1), got {shape}",
+                )
             )
     expect_tensor(obs, key, what, shape=(out_features, 1))
 
@@ -68,16 +78,25 @@ def _judge_returned_pair(obs: Observation, case: DecomposeCase, what: str) -> No
     if result is None:
         raise CheckFailed(f"{what} was not run (the probe stopped before it).")
     if result["kind"] == "none":
-        raise CheckFailed(f"{what} returned None: did you forget `return magnitude, direction`?")
+        raise CheckFailed(
+            f"{what} returned None: did you forget to return the magnitude and the direction? A function that ends "
+            f"without a return statement returns None."
+        )
     if result["kind"] != "sequence" or result["length"] != 2:
         got = describe_facts(result)
         if result["kind"] in ("tensor", "parameter"):
             got = f"a single tensor of shape {tuple(result['shape'])}"
-        raise CheckFailed(f"{what} should return two tensors, `return magnitude, direction`, but returned {got}.")
+        raise CheckFailed(
+            verdict(
+                f"{what} should return two tensors, the magnitude and then the direction",
+                f"Expected a pair, got {got}",
+            )
+        )
     if not unchanged(obs, f"{case.key}/W_after", case.W):
         raise CheckFailed(
-            f"{what} modified W in place: compute new tensors (W / norm) instead of in-place operations (W /= norm, "
-            f"W.div_(...), W[...] = ...), since W is the layer's pretrained weight."
+            f"{what} modified W in place: W is the layer's pretrained weight, and the decomposition must leave it as it "
+            f"was. Compute new tensors instead of writing into W (in-place operators such as /=, methods ending in an "
+            f"underscore, or assignments to W[...])."
         )
 
 
@@ -86,8 +105,8 @@ def _returned_tensors(obs: Observation, case: DecomposeCase, what: str) -> tuple
     W, key = case.W, case.key
     out_features, in_features = W.shape
     zero_hint = (
-        "An all-zero row has no direction: divide it by 1 instead of 0 (or clamp the denominator, "
-        "norm.clamp_min(1e-12)) so that the row stays zero."
+        "An all-zero row has norm 0 and no direction: its direction should stay a zero row, and 0/0 is NaN, so the "
+        "division needs a denominator that is never zero there (any non-zero one keeps the row zero)."
         if case.zero_row is not None
         else ""
     )
@@ -98,19 +117,31 @@ def _returned_tensors(obs: Observation, case: DecomposeCase, what: str) -> tuple
         out_features,
     ) != (out_features, in_features):
         raise CheckFailed(
-            f"the direction returned by {what} has shape ({in_features}, {out_features}), expected "
-            f"({out_features}, {in_features}): it is transposed; keep W's (out_features, in_features) layout."
+            verdict(
+                "the direction is transposed: it keeps W's (out_features, in_features) layout, one unit row per output "
+                "feature",
+                f"the direction returned by {what}: expected shape ({out_features}, {in_features}), got "
+                f"({in_features}, {out_features})",
+            )
         )
     values = {}
     for name, shape in (("magnitude", (out_features, 1)), ("direction", tuple(W.shape))):
         values[name] = expect_tensor(
-            obs, f"{key}/{name}", f"the {name} returned by {what}", shape=shape, dtype=W.dtype, hint=zero_hint
+            obs,
+            f"{key}/{name}",
+            f"the {name} returned by {what}",
+            shape=shape,
+            dtype=W.dtype,
+            hint=zero_hint if name == "direction" else "",
         )
         device = obs.facts[f"{key}/{name}"]["device"]
         if device != str(W.device):
             raise CheckFailed(
-                f"the {name} returned by {what} is on {device}, W on {W.device}: keep W's device (no "
-                f".cpu()/.cuda(); create new tensors with device=W.device or *_like(W))."
+                verdict(
+                    "new tensors must stay on the input's device: a tensor created without one is on the CPU, and "
+                    "moving a result elsewhere breaks the next operation that meets W",
+                    f"the {name} returned by {what}: expected device {W.device}, got {device}",
+                )
             )
     return values["magnitude"], values["direction"]
 
@@ -124,17 +155,19 @@ def _judge_magnitude(case: DecomposeCase, magnitude: torch.Tensor, what: str) ->
     if _epsilon_matches(magnitude, reference):
         row = case.zero_row if case.zero_row is not None else int((magnitude.double() - reference).argmax())
         raise CheckFailed(
-            f"the magnitude returned by {what} is {float(magnitude[row, 0] - reference[row, 0]):.2g} more than "
-            f"the norm of row {row} ({float(reference[row, 0]):.6g}): you added an epsilon to the magnitude (or clamped it). Clamp the "
-            f"denominator, not the magnitude: direction = W / magnitude.clamp_min(1e-12), with magnitude = "
-            f"||W_i|| exactly."
+            verdict(
+                "you added an epsilon to the magnitude (or clamped it). The magnitude is the exact length of each row; "
+                "only a division by a zero norm needs protecting, so guard the denominator, not the magnitude",
+                f"the magnitude returned by {what}, row {row}: expected {float(reference[row, 0]):.10g}, got "
+                f"{float(magnitude[row, 0]):.10g} ({float(magnitude[row, 0] - reference[row, 0]):.2g} more)",
+            )
         )
     assert_close(
         magnitude,
         reference,
         f"the magnitude returned by {what}",
         hint=explain(recognise(magnitude, _magnitude_mistakes(W, reference), pairs=False))
-        or "magnitude[i] should be the L2 norm of row i of W, ||W[i, :]||.",
+        or "the magnitude is not the L2 norm of each row of W (one per output feature, Exercise 1's definition).",
     )
 
 
@@ -147,14 +180,15 @@ def _judge_direction(case: DecomposeCase, magnitude: torch.Tensor, direction: to
         row_norms(direction.double())[nonzero],
         torch.ones_like(reference[nonzero]).to(W.dtype),
         f"the row norms of the direction returned by {what}",
-        hint="every non-zero row of direction should have norm 1: direction = W / magnitude.",
+        hint="every non-zero row of the direction should have norm 1: the direction is W with each row divided by "
+        "its length.",
     )
     assert_close(
         magnitude * direction,
         W,
         f"magnitude * direction returned by {what}",
-        hint="magnitude * direction should rebuild W exactly; did you normalise over the wrong dimension or "
-        "rescale W?",
+        hint="magnitude times direction should rebuild W exactly: was one of them computed over another axis, or W "
+        "rescaled?",
     )
 
 
@@ -179,17 +213,21 @@ def _magnitude_mistakes(W: torch.Tensor, reference: torch.Tensor) -> list[Mistak
     """Return the known wrong magnitudes of W (reference: the row norms, float64)."""
     return [
         Mistake(
-            "the magnitude should be the L2 norm of each row, not its square: take the square root "
-            "(torch.linalg.vector_norm(W, dim=1, keepdim=True)).",
+            "the magnitude is the squared length of each row: the L2 norm is the square root of the sum of squares.",
             value=lambda: reference**2,
+            name="squared_norm",
         ),
         Mistake(
-            "the magnitude should be the L2 norm of each row, not the sum of absolute values (L1 norm).",
+            "the magnitude is the sum of absolute values of each row (the L1 norm): DoRA uses the L2 norm, the square "
+            "root of the sum of squares.",
             value=lambda: W.double().abs().sum(dim=1, keepdim=True),
+            name="l1_norm",
         ),
         Mistake(
-            "the magnitude is all ones: it should be the norm of each row of W.",
+            "the magnitude is all ones: it is the length (L2 norm) of each row of W, so that magnitude times direction "
+            "rebuilds W.",
             value=lambda: torch.ones_like(reference),
+            name="ones",
         ),
     ]
 

@@ -64,36 +64,57 @@ def _build(case: DirectionGradientCase) -> Callable[..., torch.Tensor]:
 
 
 def _mistakes(case: DirectionGradientCase) -> list[Mistake]:
+    """Return the known wrong gradients, most likely first; none of the messages states the answer's formula."""
     mistakes = [
         Mistake(
-            "with detach_norm=False the norm also gets a gradient: subtract the component along the direction, "
-            "(m/||V||)·(g - (V̂·g) V̂) row-wise with V̂ = V/||V|| (paper §4.2, Eq. 6).",
+            "with detach_norm=False the norm also gets a gradient, but your result is the one of a constant norm: "
+            "‖V_i‖ depends on V_i too, so differentiate it as well (paper §4.2, Eq. 6). What does a small change of "
+            "V_i along its own direction do to W'_i = m_i·V_i/‖V_i‖?",
             {"project": False},
+            name="never_projects",
         )
         if not case.detach_norm
         else Mistake(
-            "with detach_norm=True the norm is a constant: dL/dV = (m/||V||)·g, with no projection (paper §4.3, "
-            "Eq. 11).",
+            "with detach_norm=True the norm is a constant, yet your result removes a component along the direction: "
+            "only the norm's own gradient produces that, and a constant norm has none, so W' is linear in V here "
+            "(paper §4.3).",
             {"project": True},
+            name="always_projects",
         ),
         Mistake(
-            "the projection is over columns: project each row, (V̂ * g).sum(dim=1, keepdim=True) with V̂ = V/||V|| "
-            "over dim=1.",
+            "the projection is over columns: DoRA normalises each row (one output feature), so the component to remove "
+            "lies along each row's own direction.",
             {"project": True, "dim": 0},
+            name="projection_over_columns",
         ),
         Mistake(
-            "||V|| is taken over dim=0: " + AXIS_EXPLANATION + " Use the row norms, dim=1.",
+            "‖V‖ is taken over dim=0 (one per input feature): " + AXIS_EXPLANATION,
             value=lambda: autograd_direction_gradient(case.G, case.V, case.m, case.detach_norm, norm_dim=0),
+            name="norm_over_dim0",
         ),
         Mistake(
-            "the factor m/||V|| is missing: multiply the gradient by magnitude / ||V|| (row-wise).", {"factor": "1"}
+            "the factor m/‖V‖ is missing: W' = m·V/‖V‖ scales each row of V by m_i/‖V_i‖, and the chain rule carries "
+            "that factor into dL/dV.",
+            {"factor": "1"},
+            name="factor_missing",
         ),
-        Mistake("the projection is added: subtract it, g - (V̂·g) V̂.", {"sign": 1.0}),
         Mistake(
-            "the projection uses V instead of the unit direction V̂ = V/||V|| (or misses the 1/||V||² of V Vᵀ).",
+            "the projection is added: the norm's gradient removes the component along the direction, it does not add "
+            "it a second time.",
+            {"sign": 1.0},
+            name="projection_added",
+        ),
+        Mistake(
+            "the projection uses V instead of the unit direction V̂ = V/‖V‖ (or misses the 1/‖V‖² of V Vᵀ): a "
+            "component along a direction is measured with a unit vector.",
             {"unit": False},
+            name="projection_not_unit",
         ),
-        Mistake("the factor is inverted: multiply by magnitude / ||V||, not ||V|| / magnitude.", {"factor": "n/m"}),
+        Mistake(
+            "the factor is inverted: the chain rule brings m/‖V‖, the factor W' applies to V, not ‖V‖/m.",
+            {"factor": "n/m"},
+            name="factor_inverted",
+        ),
     ]
     return mistakes
 
@@ -112,20 +133,23 @@ def judge(spec: DirectionGradientSpec, obs: Observation) -> str:
         ]
         if modified:
             raise CheckFailed(
-                f"{case.what} modified its argument {modified[0]} in place: compute new tensors instead (no *=, -=, "
-                f".mul_())."
+                f"{case.what} modified its argument {modified[0]} in place: the caller still needs its inputs, so "
+                f"compute new tensors instead (no in-place operators such as *= or -=, no methods ending in an "
+                f"underscore)."
             )
         result = expect_tensor(
             obs, f"{case.key}/result", f"the result of {case.what}", shape=tuple(case.V.shape), dtype=case.V.dtype,
-            hint="Return dL/dV, same shape as weight.",
+            hint="dL/dV has one entry per entry of V: the shape of weight.",
         )  # fmt: skip
         expected = autograd_direction_gradient(case.G, case.V, case.m, case.detach_norm)
         if is_close(result, expected):
             n_checks += 1
             continue
         hint = explain(recognise(result, _mistakes(case), _build(case))) or (
-            "expected autograd's dL/dV for W' = m·V/||V|| (row norms): (m/||V||)·g with detach_norm=True, "
-            "(m/||V||)·(g - (V̂·g) V̂) with detach_norm=False."
+            f"your result differs from autograd's dL/dV for W' = m·V/‖V‖ (row norms, detach_norm={case.detach_norm}) "
+            f"in a way no known mistake explains. Derive it row by row, with ‖V‖ held constant (detach_norm=True, "
+            f"paper §4.3) or differentiated too (detach_norm=False, §4.2, Eq. 6), and compare your formula with "
+            f"autograd on a tiny example."
         )
         assert_close(result, expected, f"the result of {case.what} vs autograd", hint=hint)
     shapes = ", ".join(str(tuple(s)) for s in spec.shapes)

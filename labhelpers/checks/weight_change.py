@@ -13,12 +13,14 @@ from labhelpers.checks.core import (
     Mistake,
     describe_facts,
     explain,
+    number_tolerance_text,
     numbers_close,
     recognise,
     run_check,
     student_error,
     unchanged,
 )
+from labhelpers.checks.messages import verdict
 from labhelpers.probes.core import Observation
 from labhelpers.probes.weight_change import WeightChangeCase, WeightChangeSpec, cases, probe
 
@@ -35,11 +37,16 @@ def _number(obs: Observation, key: str, name: str, what: str) -> float:
     facts = obs.facts[key]
     if facts["kind"] in ("tensor", "parameter"):
         raise CheckFailed(
-            f"{name} returned by {what} is a tensor of shape {tuple(facts['shape'])}, expected a Python float: reduce "
-            f"it to one number (.mean()) and convert it with .item()."
+            verdict(
+                f"{name} should be one Python float, the mean over rows, but {what} returned a tensor: reduce it to "
+                f"one number and turn that into a Python float (Tensor.item in PyTorch's documentation)",
+                f"Expected a float, got a tensor of shape {tuple(facts['shape'])}",
+            )
         )
     if facts["kind"] != "number":
-        raise CheckFailed(f"{name} returned by {what} is {describe_facts(facts)}, expected a Python float.")
+        raise CheckFailed(
+            verdict(f"{name} returned by {what} should be a Python float", f"Got {describe_facts(facts)}")
+        )
     return float(facts["value"])
 
 
@@ -51,15 +58,21 @@ def _returned_pair(obs: Observation, case: WeightChangeCase) -> tuple[float, flo
     if result is None:
         raise CheckFailed(f"{what} was not run (the check stopped before it).")
     if result["kind"] == "none":
-        raise CheckFailed(f"{what} returned None: did you forget `return delta_m, delta_d`?")
+        raise CheckFailed(
+            f"{what} returned None: did you forget to return the two numbers, ΔM then ΔD? A function that ends "
+            f"without a return statement returns None."
+        )
     if f"{key}/delta_d" not in obs.facts:
         raise CheckFailed(
-            f"{what} should return two floats, `return delta_m, delta_d`, but returned {describe_facts(result)}."
+            verdict(f"{what} should return two floats, ΔM then ΔD", f"Expected a pair, got {describe_facts(result)}")
         )
     delta_m = _number(obs, f"{key}/delta_m", "delta_m", what)
     delta_d = _number(obs, f"{key}/delta_d", "delta_d", what)
     if not (unchanged(obs, f"{key}/W0_after", case.W0) and unchanged(obs, f"{key}/W_after", case.W)):
-        raise CheckFailed(f"{what} modified W0 or W in place: compute new tensors instead (no /=, .div_(), [...] =).")
+        raise CheckFailed(
+            f"{what} modified W0 or W in place: the caller still needs both weights, so compute new tensors instead "
+            f"(no in-place operators such as /=, no methods ending in an underscore, no assignments to W[...])."
+        )
     return delta_m, delta_d
 
 
@@ -68,7 +81,7 @@ def _change_mistakes(W0: torch.Tensor, W: torch.Tensor) -> tuple[list[Mistake], 
     norm0, norm = torch.linalg.vector_norm(W0, dim=1), torch.linalg.vector_norm(W, dim=1)
     cos = (W0 * W).sum(dim=1) / (norm0 * norm)
     m_mistakes = [
-        Mistake("one norm per input feature (dim=0): use dim=1, one norm per output feature (row)",
+        Mistake("one norm per input feature (dim=0): ΔM compares one norm per output feature, a row of the weight",
                 value=lambda: float(
                     torch.linalg.vector_norm(W, dim=0).sub(torch.linalg.vector_norm(W0, dim=0)).abs().mean()
                 )),
@@ -83,7 +96,7 @@ def _change_mistakes(W0: torch.Tensor, W: torch.Tensor) -> tuple[list[Mistake], 
     ]  # fmt: skip
     d_mistakes = [
         Mistake("the mean cosine similarity: ΔD is the mean of 1 − cos", value=lambda: float(cos.mean())),
-        Mistake("cosines between columns (dim=0): compare rows, F.cosine_similarity(W, W0, dim=1)",
+        Mistake("cosines between columns (dim=0): ΔD compares each row (output feature) of W with the same row of W0",
                 value=lambda: float((1 - torch.nn.functional.cosine_similarity(W, W0, dim=0)).mean())),
         Mistake("the sum over rows: take the mean", value=lambda: float((1 - cos).sum())),
         Mistake("the angle: ΔD is the mean of 1 − cos, not of arccos",
@@ -101,33 +114,35 @@ def _judge_change(case: WeightChangeCase, delta_m: float, delta_d: float) -> Non
     ok_m, ok_d = numbers_close(delta_m, expected_m, rtol), numbers_close(delta_d, expected_d, rtol)
     if ok_m and ok_d:
         return
+    evidence = f"{what}: expected (ΔM, ΔD) = ({expected_m:.6g}, {expected_d:.6g}), got ({delta_m:.6g}, {delta_d:.6g})"
+    tol_note = number_tolerance_text(rtol)
     if numbers_close(delta_m, expected_d, rtol) and numbers_close(delta_d, expected_m, rtol):
-        raise CheckFailed(
-            f"{what} returned (ΔD, ΔM) = ({delta_m:.6g}, {delta_d:.6g}): return them in the order (delta_m, delta_d)."
-        )
+        raise CheckFailed(verdict("ΔM and ΔD are swapped: the order is (delta_m, delta_d)", evidence, tol_note))
     column_m, column_d = reference_change(W0, W, dim=0)
     if numbers_close(delta_m, column_m, rtol) and numbers_close(delta_d, column_d, rtol):
         raise CheckFailed(
-            f"{what} returned ({delta_m:.6g}, {delta_d:.6g}), expected ({expected_m:.6g}, {expected_d:.6g}); yours "
-            f"matches norms over dim=0 (one per input feature). Use one norm and one cosine per output feature, "
-            f"i.e. per row of the (out_features, in_features) weight: dim=1."
+            verdict(
+                "both numbers match norms and cosines over dim=0, one per input feature: the paper compares rows, one "
+                "per output feature of the (out_features, in_features) weight (§3.2, and Exercise 1 for the axis)",
+                evidence,
+                tol_note,
+            )
         )
     m_mistakes, d_mistakes = _change_mistakes(W0, W)
     problems = []
-    for ok, value, expected, name, mistakes, formula in (
-        (ok_m, delta_m, expected_m, "delta_m", m_mistakes, "mean_i |‖W_i‖ − ‖W0_i‖|"),
-        (ok_d, delta_d, expected_d, "delta_d", d_mistakes, "mean_i (1 − cos(W_i, W0_i))"),
+    for ok, value, name, mistakes, formula in (
+        (ok_m, delta_m, "delta_m", m_mistakes, "ΔM = mean_i |‖W_i‖ − ‖W0_i‖|"),
+        (ok_d, delta_d, "delta_d", d_mistakes, "ΔD = mean_i (1 − cos(W_i, W0_i))"),
     ):
         if ok:
             continue
         known = explain(recognise(value, mistakes, matches=lambda a, c: numbers_close(a, c, rtol), pairs=False))
         problems.append(
-            f"{name} is {value:.6g}, expected {expected:.6g}: you computed {known}"
+            f"for {name} you computed {known}"
             if known
-            else f"{name} is {value:.6g}, expected {expected:.6g} = {formula}, with W_i the i-th row (output "
-            f"feature) of W"
+            else f"{name} is not the paper's {formula} (§3.2), with W_i the i-th row (output feature) of W"
         )
-    raise CheckFailed(f"{what}: " + "; and ".join(problems) + ".")
+    raise CheckFailed(verdict("; and ".join(problems), evidence, tol_note))
 
 
 def judge(spec: WeightChangeSpec, obs: Observation) -> str:

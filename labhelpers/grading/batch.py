@@ -1,13 +1,15 @@
 """Grade a class: find the submissions, grade each in a worker (several at once), keep grades and feedback current.
 
-Grading resumes: a submission whose notebook, instructor source and lab version are unchanged since it was graded is
-not graded again, and grades.csv and the feedback are written as submissions finish, so a run stopped half-way (Ctrl-C,
-SIGTERM, a lost session) loses only the submissions in progress — the same command finishes the class, with the same
-grades as a run from scratch.
+Grading resumes: a submission whose notebook, instructor source and release, grade-deciding code (judges, probes,
+scoring: ledger.GRADE_DECIDING) and grading settings are unchanged since it was graded is not graded again, and
+grades.csv and the feedback are written as submissions finish, so a run stopped half-way (Ctrl-C, SIGTERM, a lost
+session) loses only the submissions in progress — the same command finishes the class, with the same grades as a run
+from scratch.
 
 The steps live beside this module: submissions (finding them), course (the graded copy of the nbgrader course),
 ledger (status.json: what each grade depends on), pool (the worker processes), worker (grading one submission),
-feedback and export (what the student and the instructor read).
+feedback and export (what the student and the instructor read), report (the class report); selection and shards
+(part of a class: a shard, some students, some tests with partial).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,13 +27,19 @@ import nbformat
 from labhelpers.assignment import ASSIGNMENT, NOTEBOOK, SOURCE_NOTEBOOK, SUBMITTED_DIRECTORY
 from labhelpers.config import get_config
 from labhelpers.errors import LabGradingError
-from labhelpers.grading.calls import graded_cells
-from labhelpers.grading.course import course_config, nbgrader_api, prepare_course
+from labhelpers.grading.calls import SECRET_FILE, course_secret, graded_cells
+from labhelpers.grading.course import RELEASE_DIRECTORY, course_config, grade_cells, nbgrader_api, prepare_course
+from labhelpers.grading.deadlines import assign_late_penalties
 from labhelpers.grading.export import write_grades_csv
 from labhelpers.grading.feedback import publish_feedback
 from labhelpers.grading.ledger import Ledger, LedgerEntry, lab_version, submission_key
+from labhelpers.grading.overrides import check_overrides
+from labhelpers.grading.partial import partial_problem
 from labhelpers.grading.pool import Outcome, WorkerPool
-from labhelpers.grading.sandbox import MAX_SLOTS, problem
+from labhelpers.grading.report import write_report
+from labhelpers.grading.sandbox import MAX_SLOTS, require_isolation, unsandboxed_status
+from labhelpers.grading.selection import WHOLE_CLASS, Selection
+from labhelpers.grading.shards import ShardRecord, adopt_secret, claim_folder, digest
 from labhelpers.grading.submissions import Submission, discover_submissions
 from labhelpers.grading.worker import TIDIED, Result, WorkerSettings, result_path, zero_in_gradebook
 
@@ -49,12 +56,20 @@ class GradingOptions:
         timeout_cell: seconds one cell (or one check) may run.
         timeout_submission: seconds one submission may take in all.
         memory_bytes: address-space cap of each student process.
+        sandbox: grade in bubblewrap's sandboxes (grading refuses to start where bwrap cannot isolate, saying
+            why); False (--no-sandbox) grades without them, and every status and feedback page says so.
     """
 
     jobs: int = 1
     timeout_cell: int = 120
     timeout_submission: int = 600
     memory_bytes: int = 6 * 2**30
+    sandbox: bool = True
+
+    def decisive(self) -> str:
+        """Return the settings a grade depends on, as the resume key holds them (not `jobs`, which changes none)."""
+        sandbox = "sandbox" if self.sandbox else "--no-sandbox"
+        return f"cell {self.timeout_cell} s, submission {self.timeout_submission} s, {self.memory_bytes} B, {sandbox}"
 
 
 class GradingStopped(LabGradingError):
@@ -72,6 +87,8 @@ class _ClassRun:
         options: the run's limits.
         ledger: status.json, kept current as submissions finish.
         hidden: folders of the grading machine that no feedback may name.
+        selection: the part of the class this run grades.
+        lab: the version of what decides a grade, in every submission's key (see _claim).
         keys: {student_id: submission_key} of the submissions graded in this run.
     """
 
@@ -81,6 +98,8 @@ class _ClassRun:
     options: GradingOptions
     ledger: Ledger
     hidden: list[str]
+    selection: Selection = field(default_factory=Selection)
+    lab: str = ""
     keys: dict[str, str] = field(default_factory=dict)
 
 
@@ -90,8 +109,10 @@ def grade(
     options: GradingOptions = GradingOptions(),
     source_notebook: Path = SOURCE_NOTEBOOK,
     progress: bool = True,
+    selection: Selection = WHOLE_CLASS,
+    secret: Path | None = None,
 ) -> Path:
-    """Autograde every submission in sandboxes; write grades.csv, feedback/ and the gradebook as they finish.
+    """Autograde every submission in sandboxes; write grades.csv, feedback/, the gradebook and the class report.
 
     Args:
         submissions_dir: <student_id>/dora_lab.ipynb, or nbgrader's collected <student_id>/dora/dora_lab.ipynb.
@@ -100,48 +121,91 @@ def grade(
         options: parallelism and limits.
         source_notebook: the instructor's nbgrader source notebook.
         progress: show a tqdm bar over students.
+        selection: one shard of the class, or some students or tests to regrade (default: every submission not
+            graded since it, or what decides its grade, changed).
+        secret: the course's secret to grade with (a grading_secret file, or a grading folder holding one): every
+            shard of a class needs the same.
 
     Returns:
         The path of grades.csv.
     """
+    if options.sandbox:
+        require_isolation()  # without isolation nothing is graded: the refusal names the case and its fix
     submissions_dir, out_dir = submissions_dir.resolve(), out_dir.resolve()
     submissions = discover_submissions(submissions_dir)
     course, db_path = prepare_course(out_dir, source_notebook)
-    graded_cells(nbformat.read(source_notebook, as_version=4))  # an unreadable test cell stops here, before grading
+    notebook = nbformat.read(source_notebook, as_version=4)
+    cells = graded_cells(notebook)  # an unreadable test cell stops here, before grading
     (course / "logs").mkdir(exist_ok=True)
+    lab = _claim(out_dir, options, selection, secret)
+    student_ids = [submission.student_id for submission in submissions]
+    check_overrides(out_dir, grade_cells(notebook), student_ids)  # and a wrong line of overrides.csv
+    chosen = set(selection.chosen(student_ids, [cell.grade_id for cell in cells]))
     ledger = Ledger.read(out_dir)
-    ledger.keep_only(submission.student_id for submission in submissions)
+    ledger.keep_only(selection.in_shard(student_ids))
     hidden = [str(out_dir), str(submissions_dir), str(source_notebook.resolve().parent.parent)]
-    run = _ClassRun(course, db_path, out_dir, options, ledger, hidden)
-    todo = _stage_changed(run, submissions, source_notebook.read_bytes())
+    run = _ClassRun(course, db_path, out_dir, options, ledger, hidden, selection, lab)
+    todo = _stage_changed(run, [s for s in submissions if s.student_id in chosen], source_notebook.read_bytes())
     ledger.write()
     if todo:
-        trouble = problem()
-        if trouble:
-            warnings.warn(trouble, stacklevel=2)
-        _grade_in_workers(run, todo, total=len(submissions), progress=progress)
+        _grade_in_workers(run, todo, total=len(chosen), progress=progress)
     publish_feedback(out_dir)
-    return write_grades_csv(out_dir)
+    path = write_grades_csv(out_dir)
+    write_report(out_dir)
+    return path
+
+
+def _claim(out_dir: Path, options: GradingOptions, selection: Selection, secret: Path | None) -> str:
+    """Adopt the course's secret, check that the folder holds this shard (or the whole class) and record it.
+
+    Returns:
+        The version of what decides a grade: the lab's (lab_version), the settings and the release.
+    """
+    if secret is not None:
+        adopt_secret(out_dir, secret)
+    elif selection.shard is not None and selection.shard.count > 1 and not (out_dir / SECRET_FILE).is_file():
+        raise LabGradingError(
+            f"--shard {selection.shard}: every shard must draw the same hidden inputs: give each the same "
+            "--secret FILE (make it once with `openssl rand -hex 32 > grading_secret`, or give the first shard's "
+            "folder)"
+        )
+    course_secret(out_dir)  # created here when the class has none yet, before any worker reads it
+    release = out_dir / "course" / RELEASE_DIRECTORY / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    lab = f"{lab_version()}; {options.decisive()}; release {digest(release.read_bytes())[:12]}"
+    claim_folder(out_dir, ShardRecord.of(out_dir, selection.shard, lab) if selection.shard else None)
+    return lab
 
 
 def _stage_changed(run: _ClassRun, submissions: list[Submission], source: bytes) -> list[Submission]:
     """Stage each submission not graded since it changed; record those with nothing to grade; return the others.
 
+    With students or tests chosen (--student, --only), those are graded whether or not anything changed; --only
+    grades tests of submissions graded before and unchanged since, and refuses the others.
+
     Args:
         run: the class's run (its ledger gets the ungradable submissions, its keys the others').
-        submissions: every student of the class.
+        submissions: the students this run grades.
         source: the instructor's source notebook, as bytes.
 
     Returns:
         The submissions for the workers, in order.
     """
-    lab = lab_version()
-    todo = []
+    # The key's version holds the sandbox setting: a grade from a run without it is not current for a run with it.
+    targeted, only = bool(run.selection.students or run.selection.only), bool(run.selection.only)
+    todo, problems = [], []
     for submission in submissions:
-        key = submission_key(submission.notebook, submission.timestamp, source, lab)
+        key = submission_key(submission.notebook, submission.timestamp, source, run.lab)
         result = result_path(run.course, submission.student_id) if submission.notebook is not None else None
-        if run.ledger.is_current(submission.student_id, key, result):
+        if not targeted and run.ledger.is_current(submission.student_id, key, result):
             continue  # graded before, nothing changed
+        if only:  # some tests again: nothing is staged anew, and a submission without a notebook keeps its zero
+            problem = partial_problem(run.course, submission) if submission.notebook is not None else None
+            if problem:
+                problems.append(problem)
+            elif problem is not None:
+                run.keys[submission.student_id] = key
+                todo.append(submission)
+            continue
         _stage(run.course, submission)
         if submission.notebook is None:
             zero_in_gradebook(run.db_path, run.course, submission.student_id)
@@ -149,6 +213,12 @@ def _stage_changed(run: _ClassRun, submissions: list[Submission], source: bytes)
         else:
             run.keys[submission.student_id] = key
             todo.append(submission)
+    if problems:
+        listed = "; ".join(problems)
+        raise LabGradingError(
+            f"--only regrades tests of submissions graded before and unchanged since: {listed}. Grade those without "
+            "--only."
+        )
     return todo
 
 
@@ -222,6 +292,8 @@ def _worker_settings(run: _ClassRun, scratch_root: Path, jobs: int) -> list[Work
             threads=threads,
             data_dir=str(data_dir) if data_dir else None,
             hide=[*run.hidden, str(scratch_root)],
+            sandboxed=run.options.sandbox,
+            only=list(run.selection.only),
         )
         for slot in range(jobs)
     ]
@@ -232,7 +304,8 @@ def _record(run: _ClassRun, submission: Submission, outcome: Outcome) -> None:
     student_id, key = submission.student_id, run.keys[submission.student_id]
     if outcome.lost:
         zero_in_gradebook(run.db_path, run.course, student_id)
-        run.ledger.record(student_id, LedgerEntry(submission.status + [outcome.lost], key))
+        unsandboxed = [] if run.options.sandbox else [unsandboxed_status()]
+        run.ledger.record(student_id, LedgerEntry(submission.status + unsandboxed + [outcome.lost], key))
         return
     path = result_path(run.course, student_id)
     result = (
@@ -242,13 +315,16 @@ def _record(run: _ClassRun, submission: Submission, outcome: Outcome) -> None:
 
 
 def regenerate_feedback(out_dir: Path) -> None:
-    """Rebuild every student's feedback from the gradebook (after manual grading of the written answers)."""
+    """Rebuild every student's feedback from the gradebook (after manual grading, or a new due date or extension)."""
     out_dir = out_dir.resolve()
     course = out_dir / "course"
     config = course_config(course, out_dir / "gradebook.db")
     config.CourseDirectory.submitted_directory = TIDIED
     api = nbgrader_api(config)
-    for folder in sorted((course / "autograded").iterdir()) if (course / "autograded").is_dir() else []:
+    folders = sorted((course / "autograded").iterdir()) if (course / "autograded").is_dir() else []
+    # Manual grades change the score that the late penalty is a share of.
+    assign_late_penalties(course, out_dir / "gradebook.db", [folder.name for folder in folders])
+    for folder in folders:
         result = api.generate_feedback(ASSIGNMENT, folder.name, force=True)
         if not result["success"]:
             raise LabGradingError(f"nbgrader generate_feedback failed for {folder.name}:\n{result.get('error', '')}")

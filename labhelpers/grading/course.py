@@ -35,6 +35,24 @@ SETTINGS_PY = """\
 # the values are in nbgrader_config.json beside this file, which nbgrader reads after this one.
 c = get_config()  # noqa: F821
 """
+TIDIED = "tidied"
+"""The graded copy's folder of submissions rebuilt on the release: what autograde read and the formgrader lists."""
+AUTOGRADE_REFUSED = "labhelpers.grading.formgrade.AutogradeRefused"
+"""The exporter that nbgrader's own autograde gets in the graded copy: it stops before touching anything."""
+FEEDBACK_EXPORTER = "labhelpers.grading.maths.FeedbackExporter"
+"""The exporter of every feedback page: nbconvert's HTML with the maths as MathML, no MathJax from a CDN."""
+FEEDBACK_PREPROCESSORS = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    "labhelpers.grading.feedback.ClearHiddenTestsOfTestCells",
+]
+"""nbgrader's GenerateFeedback preprocessors, and the hidden tests taken out of the page (nbgrader keeps them)."""
+
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "gpfs", "beegfs"}
+    | {"fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "fuse.s3fs", "fuse.gcsfuse"}
+)
+"""Filesystem types (/proc/mounts) where SQLite's WAL mode, which the gradebook uses, does not work."""
 
 # nbgrader's sections are `## Exercise N: title` markdown headings; grade cells belong to the last one above them.
 _EXERCISE_HEADING = re.compile(r"^##\s+Exercise\s+(\d+)\s*:", re.MULTILINE)
@@ -53,15 +71,64 @@ def course_config(root: Path = PROJECT_ROOT, db_path: Path | None = None) -> Con
     from traitlets.config.loader import PyFileConfigLoader
 
     config_file = PROJECT_ROOT / "nbgrader_config.py"
-    if not config_file.is_file():
+    if config_file.is_file():
+        config = PyFileConfigLoader(config_file.name, path=str(config_file.parent)).load_config()
+    elif (PROJECT_ROOT / "pyproject.toml").is_file():
         raise LabGradingError(f"{config_file} is missing: restore it from git (`git checkout nbgrader_config.py`).")
-    config = PyFileConfigLoader(config_file.name, path=str(config_file.parent)).load_config()
+    else:
+        # The lab installed as a package (a hub's environment) has no nbgrader_config.py: its settings, from the
+        # same names, here.
+        config = Config()
+        config.CourseDirectory.course_id = COURSE_ID
+        config.CourseDirectory.source_directory = SOURCE_DIRECTORY
+        config.CourseDirectory.release_directory = RELEASE_DIRECTORY
     config.CourseDirectory.root = str(root)
     if db_path is None and Path(root).resolve() != PROJECT_ROOT:
         db_path = Path(root) / "gradebook.db"  # another course folder keeps its own gradebook
     if db_path is not None:
         config.CourseDirectory.db_url = f"sqlite:///{db_path}"
+    # Feedback pages with their maths as MathML, readable offline (nbgrader's template loads MathJax from a CDN).
+    config.GenerateFeedback.exporter_class = FEEDBACK_EXPORTER
+    config.GenerateFeedback.preprocessors = FEEDBACK_PREPROCESSORS
     return config
+
+
+def filesystem_type(path: Path, mounts: str | None = None) -> str:
+    """Return the type of the filesystem holding `path` ("" when unknown).
+
+    Args:
+        path: a file or folder, existing or not.
+        mounts: the mount table in /proc/mounts' format (default: this machine's).
+
+    Returns:
+        The type of the longest mount point above `path`, e.g. "ext4" or "nfs4".
+    """
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return ""
+    target, best, kind = str(path.resolve()), "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), fields[1])  # \040 is a space
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the last of stacked mounts wins, as in the kernel
+            best, kind = point, fields[2]
+    return kind
+
+
+def require_local_disk(out_dir: Path) -> None:
+    """Refuse a grading folder on a network filesystem, where the gradebook's SQLite WAL mode does not work."""
+    kind = filesystem_type(out_dir)
+    if kind in NETWORK_FILESYSTEMS:
+        raise LabGradingError(
+            f"{out_dir} is on a network filesystem ({kind}); the gradebook is SQLite in WAL mode, which SQLite "
+            "documents as not working there. Give a folder on a local disk (e.g. /var/tmp/graded) and keep "
+            "`dora-lab backup` copies in your home (docs/grading.md)."
+        )
 
 
 def prepare_course(out_dir: Path, source_notebook: Path) -> tuple[Path, Path]:
@@ -80,6 +147,7 @@ def prepare_course(out_dir: Path, source_notebook: Path) -> tuple[Path, Path]:
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise LabGradingError(f"--out {out_dir} is a file: give a folder (it is created if missing).")
+    require_local_disk(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, 0o700)  # only the grader: the gradebook, the secret and every student's work are in here
     course = out_dir / "course"
@@ -87,38 +155,74 @@ def prepare_course(out_dir: Path, source_notebook: Path) -> tuple[Path, Path]:
     db_path = out_dir / "gradebook.db"
     release = course / RELEASE_DIRECTORY / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
     current = target.is_file() and release.is_file() and db_path.is_file()
-    if current and target.read_bytes() == source_notebook.read_bytes():
-        return course, db_path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source_notebook, target)
-    generate_assignment(course_config(course, db_path), use_database=True)
-    with sqlite3.connect(db_path) as connection:  # workers write to the gradebook while others read it
-        connection.execute("PRAGMA journal_mode=WAL")
-    write_course_settings(course, db_path)
+    if not (current and target.read_bytes() == source_notebook.read_bytes()):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source_notebook, target)
+        generate_assignment(course_config(course, db_path), use_database=True)
+        with sqlite3.connect(db_path) as connection:  # workers write to the gradebook while others read it
+            connection.execute("PRAGMA journal_mode=WAL")
+    write_course_settings(course, db_path)  # also brings a folder graded by an earlier version up to date
     return course, db_path
 
 
-def write_course_settings(course: Path, db_path: Path) -> Path:
-    """Write the graded copy's nbgrader settings, so that nbgrader's own commands work in that folder.
+def graded_course(out_dir: Path) -> tuple[Path, Path]:
+    """Return (course folder, gradebook) of a grading folder `dora-lab grade` wrote; say what to do when it is not one.
+
+    Args:
+        out_dir: the grading folder (OUT_DIR of `dora-lab grade`).
+
+    Returns:
+        (OUT_DIR/course, OUT_DIR/gradebook.db).
+    """
+    course, db_path = out_dir / "course", out_dir / "gradebook.db"
+    if not (course / SOURCE_DIRECTORY / ASSIGNMENT / f"{NOTEBOOK}.ipynb").is_file() or not db_path.is_file():
+        raise LabGradingError(
+            f"{out_dir} is not a grading folder (no course/ and gradebook.db): run "
+            f"`dora-lab grade SUBMISSIONS_DIR --out {out_dir}` first."
+        )
+    require_local_disk(out_dir)
+    return course, db_path
+
+
+def read_course_settings(course: Path) -> dict:
+    """Return the graded copy's nbgrader settings (nbgrader_config.json) as a dictionary; {} when there are none."""
+    path = course / SETTINGS_JSON
+    try:
+        settings = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        settings = {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def write_course_settings(course: Path, db_path: Path, extra: dict | None = None) -> Path:
+    """Write the graded copy's nbgrader settings, so that nbgrader's own commands and its formgrader work there.
 
     The values go to nbgrader_config.json, written by json.dump (a path of any characters stays a valid string);
-    nbgrader_config.py beside it is always the same text (nbgrader warns when a folder has none).
+    nbgrader_config.py beside it is always the same text (nbgrader warns when a folder has none). Submissions are
+    the tidied ones, and nbgrader's own autograde is refused: it would run student code unsandboxed and replace the
+    judge's scores. Sections this function does not own (the late-penalty policy) are kept.
 
     Args:
         course: the graded copy's course folder.
         db_path: its gradebook.
+        extra: sections to set besides, e.g. {"PenaltyPerDay": {"percent_per_day": 10}}.
 
     Returns:
         The path of nbgrader_config.json.
     """
     settings = {
+        **read_course_settings(course),
         "CourseDirectory": {
             "root": str(course),
             "course_id": COURSE_ID,
             "source_directory": SOURCE_DIRECTORY,
             "release_directory": RELEASE_DIRECTORY,
+            "submitted_directory": TIDIED,
             "db_url": f"sqlite:///{db_path}",
-        }
+        },
+        "Autograde": {"exporter_class": AUTOGRADE_REFUSED},
+        "GenerateFeedback": {"exporter_class": FEEDBACK_EXPORTER, "preprocessors": FEEDBACK_PREPROCESSORS},
+        **(extra or {}),
     }
     path = course / SETTINGS_JSON
     path.write_text(json.dumps(settings, indent=1) + "\n")

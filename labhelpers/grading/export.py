@@ -1,4 +1,4 @@
-"""grades.csv from the gradebook: total, maximum, one column per exercise, and what was unusual."""
+"""grades.csv from the gradebook: total, maximum, late penalty, one column per exercise, and what was unusual."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import nbformat
 
 from labhelpers.assignment import ASSIGNMENT, NOTEBOOK
 from labhelpers.grading.course import course_config, grade_cells
+from labhelpers.grading.deadlines import late_penalty, late_policy
 from labhelpers.grading.ledger import Ledger
+from labhelpers.grading.overrides import apply_overrides, read_overrides
 
-COLUMNS = ("student_id", "score", "max_score")
+COLUMNS = ("student_id", "score", "max_score", "late_penalty")
+"""`score` is after the late penalty; the exercise columns are the points earned before it."""
 
 
 def _number(value: float) -> str:
@@ -25,7 +28,8 @@ def grade_rows(out_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
         out_dir: the folder `dora-lab grade` wrote (gradebook.db, course/, status.json).
 
     Returns:
-        (the CSV header, one row per student sorted by id).
+        (the CSV header, one row per student sorted by id). The late penalty is the graded copy's policy
+        (labhelpers.grading.deadlines) applied to the score the gradebook holds now, manual grades included.
     """
     from nbgrader.api import Gradebook, MissingEntry
 
@@ -37,6 +41,8 @@ def grade_rows(out_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
     header = [*COLUMNS, *exercise_columns, "manual_pending", "status"]
     ledger = Ledger.read(out_dir)
     config = course_config(course, out_dir / "gradebook.db")
+    policy = late_policy(course)
+    overrides = read_overrides(out_dir, cells)  # applied on the gradebook's points, before the late penalty
     rows = []
     with Gradebook(config.CourseDirectory.db_url, config.CourseDirectory.course_id) as gradebook:
         for student in sorted(gradebook.students, key=lambda s: s.id):
@@ -47,28 +53,49 @@ def grade_rows(out_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
             except MissingEntry:
                 continue
             per_exercise = dict.fromkeys(exercise_columns, 0.0)
-            score = max_score = pending = 0.0
-            for grade in notebook.grades:
-                column = f"exercise_{exercise_of.get(grade.name, 0)}"
-                points = grade.score or 0.0
-                score += points
-                max_score += grade.max_score
-                if column in per_exercise:
-                    per_exercise[column] += points
-                if grade.needs_manual_grade:
-                    pending += grade.max_score
-            status = ledger.status(student.id)
+            score, max_score, pending, earned = _points(notebook.grades, exercise_of, per_exercise)
+            change, audit = apply_overrides(overrides.get(student.id, ()), earned, exercise_of, per_exercise)
+            score, status = score + change, ledger.status(student.id) + audit
+            seconds_late = notebook.assignment.total_seconds_late
+            penalty = late_penalty(policy, student.id, score, seconds_late)
+            if seconds_late > 0:
+                status.append(
+                    f"{seconds_late / 3600:.1f} h after the due date and extension: late penalty {penalty:g}"
+                )
             rows.append(
                 {
                     "student_id": student.id,
-                    "score": _number(score),
+                    "score": _number(score - penalty),
                     "max_score": _number(max_score),
+                    "late_penalty": _number(penalty),
                     **{column: _number(value) for column, value in per_exercise.items()},
                     "manual_pending": _number(pending),
                     "status": "; ".join(status) or "ok",
                 }
             )
     return header, rows
+
+
+def _points(grades, exercise_of: dict[str, int], per_exercise: dict[str, float]) -> tuple[float, float, float, dict]:
+    """Add up a submission's nbgrader grades: (score, maximum, points still to grade by hand, {grade id: points}).
+
+    Args:
+        grades: the submission notebook's nbgrader Grade records.
+        exercise_of: {grade id: exercise number}.
+        per_exercise: {exercise_N: points}, added to in place.
+    """
+    score = max_score = pending = 0.0
+    earned = {}
+    for grade in grades:
+        column = f"exercise_{exercise_of.get(grade.name, 0)}"
+        earned[grade.name] = points = grade.score or 0.0
+        score += points
+        max_score += grade.max_score
+        if column in per_exercise:
+            per_exercise[column] += points
+        if grade.needs_manual_grade:
+            pending += grade.max_score
+    return score, max_score, pending, earned
 
 
 def write_grades_csv(out_dir: Path, path: Path | None = None) -> Path:

@@ -17,6 +17,8 @@ from pathlib import Path
 from string import Template
 
 import nbformat
+from nbgrader import utils
+from nbgrader.preprocessors import ClearHiddenTests
 
 from labhelpers.assignment import ASSIGNMENT, NOTEBOOK
 from labhelpers.config import PROJECT_ROOT
@@ -127,6 +129,41 @@ def annotate(
             cell.outputs.append(verdict_output(verdicts[grade_id], points[grade_id], own))
     nbformat.write(notebook, path)
     return disagreed
+
+
+class ClearHiddenTestsOfTestCells(ClearHiddenTests):
+    """nbgrader's ClearHiddenTests, on the instructor's test cells only: feedback pages show no hidden test.
+
+    nbgrader's feedback keeps the hidden tests of every test cell (jupyter/nbgrader#917), so a returned page would
+    hand them to the class. The test cells of a graded notebook are the instructor's (restored from the release),
+    with well-formed markers; a student's own cell is never touched, so a stray marker typed there cannot stop the
+    page from being written.
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell):
+            self._remove_hidden_test_region(cell)
+        return cell, resources
+
+
+NOTICE_CELL = "dora-lab-notice"
+"""Metadata key marking the notice cell added at the top of the autograded notebook."""
+
+
+def add_notice(path: Path, text: str) -> None:
+    """Put `text` in a highlighted cell at the top of the notebook at path, replacing an earlier notice.
+
+    Args:
+        path: the autograded notebook (rewritten in place); its feedback page then opens with the notice.
+        text: what every reader must see first (e.g. that the submission was graded without a sandbox).
+    """
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells = [cell for cell in notebook.cells if not cell.metadata.get(NOTICE_CELL)]
+    box = "border: 2px solid #cf222e; padding: 6px 10px; margin: 4px 0"
+    cell = nbformat.v4.new_markdown_cell(f"<div style='{box}'><b>{html.escape(text)}</b></div>")
+    cell.metadata[NOTICE_CELL] = True
+    notebook.cells.insert(0, cell)
+    nbformat.write(notebook, path)
 
 
 def plain_page(

@@ -1,7 +1,8 @@
 """The grading ledger, OUT_DIR/status.json: what each submission's grade depends on and what its status column says.
 
 A grading run resumes from it: a submission whose key (its notebook, submission time, the instructor's source and
-the lab's version) is the one recorded, and whose result is still on disk, is not graded again. The file is
+release, the version of what decides a grade, the grading settings) is the one recorded, and whose result is still on
+disk, is not graded again. The file is
 rewritten whole through a temporary file, so a run stopped at any moment leaves the previous ledger or the new one.
 """
 
@@ -15,6 +16,31 @@ from importlib.metadata import version
 from pathlib import Path
 
 STATUS_FILE = "status.json"
+PACKAGE = Path(__file__).resolve().parent.parent
+"""The lab's package folder (labhelpers/)."""
+GRADE_DECIDING = (
+    "__init__.py",
+    "assignment.py",
+    "seeding.py",
+    "checks",
+    "probes",
+    "grading/calls.py",
+    "grading/course.py",
+    "grading/deadlines.py",
+    "grading/judging.py",
+    "grading/matching",
+    "grading/partial.py",
+    "grading/peft_dora_stub.py",
+    "grading/probing.py",
+    "grading/sandbox",
+    "grading/worker.py",
+)
+"""What a grade depends on in the package (files and folders, relative to it): the judges (checks/), the probes and
+their seeding, and the grading code that decides which answers are graded, how they run and what they score. Any
+other change (figures, training, feedback wording, this ledger, the report) regrades nobody."""
+ORACLES = ("peft", "torch", "nbgrader")
+"""The libraries whose versions a grade depends on: PEFT and PyTorch compute the references, nbgrader the release and
+the gradebook."""
 
 
 @dataclass
@@ -152,10 +178,26 @@ def submission_key(notebook: Path | None, timestamp: str | None, source: bytes, 
     return digest.hexdigest()
 
 
-def lab_version() -> str:
-    """Return the grading code's version: the package's, and a digest of its sources (a changed check regrades)."""
+def deciding_files(package: Path = PACKAGE) -> list[Path]:
+    """Return the package's Python files that a grade depends on (GRADE_DECIDING), sorted."""
+    files = set()
+    for part in GRADE_DECIDING:
+        path = package / part
+        files |= set(path.rglob("*.py")) if path.is_dir() else {path} if path.is_file() else set()
+    return sorted(files)
+
+
+def lab_version(package: Path = PACKAGE) -> str:
+    """Return the version of what decides a grade: the oracles' versions and a digest of the deciding sources.
+
+    Args:
+        package: the lab's package folder (a copy of it, in tests).
+
+    Returns:
+        E.g. "peft 0.17.1, torch 2.8.0, nbgrader 0.9.6+1a2b3c4d5e6f": a judge's edit changes it, a figure's does not.
+    """
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent.parent
-    for path in sorted(package.rglob("*.py")):
+    for path in deciding_files(package):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    return f"{version('labhelpers')}+{digest.hexdigest()[:12]}"
+    oracles = ", ".join(f"{name} {version(name)}" for name in ORACLES)
+    return f"{oracles}+{digest.hexdigest()[:12]}"

@@ -23,15 +23,22 @@ import nbformat
 
 from labhelpers.assignment import ASSIGNMENT, NOTEBOOK
 from labhelpers.grading.calls import CheckCall, graded_cells, with_secret_seeds
-from labhelpers.grading.course import course_config, nbgrader_api, setup_sources
-from labhelpers.grading.feedback import annotate, grader_paths, plain_page
+from labhelpers.grading.course import TIDIED, course_config, nbgrader_api, setup_sources
+from labhelpers.grading.deadlines import assign_late_penalties
+from labhelpers.grading.feedback import add_notice, annotate, grader_paths, plain_page
 from labhelpers.grading.judging import Verdict, judge_cell
 from labhelpers.grading.matching import tidy
 from labhelpers.grading.probing import run_probes
-from labhelpers.grading.sandbox import Limits, SandboxedExecute, configure_execution, make_sandbox, remove_sandbox
+from labhelpers.grading.sandbox import (
+    UNSANDBOXED_NOTICE,
+    Limits,
+    SandboxedExecute,
+    configure_execution,
+    make_sandbox,
+    remove_sandbox,
+    unsandboxed_status,
+)
 
-TIDIED = "tidied"
-"""The course folder nbgrader's autograde reads submissions from: the student's notebook rebuilt on the release."""
 PEFT_DORA_STUB = Path(__file__).with_name("peft_dora_stub.py")
 """What the probe sandbox sees in place of PEFT's DoRA layer (graded answers may not delegate to it)."""
 
@@ -52,6 +59,9 @@ class WorkerSettings:
         threads: threads each student process may use.
         data_dir: the SST-2 folder the notebook's sandbox sees, or None.
         hide: folders of the grading machine that no output may name (replaced by <grader> in the feedback).
+        sandboxed: run student code in bubblewrap's sandboxes; False (--no-sandbox): with the limits only, and the
+            status and the feedback page say so.
+        only: regrade only these tests of submissions graded before (labhelpers.grading.partial); empty: grade all.
     """
 
     course_root: str
@@ -65,6 +75,8 @@ class WorkerSettings:
     threads: int
     data_dir: str | None = None
     hide: list[str] = field(default_factory=list)
+    sandboxed: bool = True
+    only: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -117,6 +129,7 @@ class Worker:
         self.source = nbformat.read(self.course / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
         self.release = nbformat.read(self.course / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
         self.cells = graded_cells(self.source)
+        self.points = {cell.grade_id: cell.points for cell in self.cells}
         secret = course_secret(Path(run.out_dir))
         self.calls = {cell.grade_id: [with_secret_seeds(call, secret) for call in cell.calls] for cell in self.cells}
         self.preamble = setup_sources(self.source)
@@ -132,7 +145,7 @@ class Worker:
         """Grade the notebook in submitted/<student_id>/ and write its feedback."""
         started = time.time()
         deadline = started + self.run.timeout_submission - 5
-        result = Result(student_id)
+        result = Result(student_id, [] if self.run.sandboxed else [unsandboxed_status()])
         try:
             self._grade(student_id, deadline, result)
         finally:
@@ -157,6 +170,7 @@ class Worker:
         if tidied.notes:
             result.status.append(tidied.status)
         result.status += [f"answer not found: {grade_id} (its tests score 0)" for grade_id in tidied.missing]
+        result.status += tidied.review  # forged grade cells, removed: a person should look
         target = _notebook_path(self.course, TIDIED, student_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(tidied.notebook, target)
@@ -173,7 +187,7 @@ class Worker:
         """
         sandbox = make_sandbox(
             Path(self.run.scratch_root), self.run.slot, "notebook", self.limits,
-            data_dir=Path(self.run.data_dir) if self.run.data_dir else None,
+            data_dir=Path(self.run.data_dir) if self.run.data_dir else None, isolate=self.run.sandboxed,
         )  # fmt: skip
         execution = configure_execution(self.config, sandbox)
         try:
@@ -198,8 +212,9 @@ class Worker:
         answers = _answers(notebook)
         calls: list[CheckCall] = [call for cell in self.cells for call in self.calls[cell.grade_id]]
         probe_box = make_sandbox(
-            Path(self.run.scratch_root), self.run.slot, "probe", self.limits, overlays=_probe_overlays()
-        )
+            Path(self.run.scratch_root), self.run.slot, "probe", self.limits, overlays=_probe_overlays(),
+            isolate=self.run.sandboxed,
+        )  # fmt: skip
         try:
             folder, notes = run_probes(probe_box, answers, self.preamble, calls, self.run.timeout_cell, deadline)
             result.status += notes
@@ -219,7 +234,7 @@ class Worker:
         lap: Callable[[str], None],
     ) -> None:
         """Write the feedback: the verdicts in the autograded notebook, or a plain page when it did not run."""
-        points = {cell.grade_id: cell.points for cell in self.cells}
+        points = self.points
         if not notebook_ran:
             page = _notebook_path(self.course, "feedback", student_id).with_suffix(".html")
             page.parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +242,8 @@ class Worker:
             return
         autograded = _notebook_path(self.course, "autograded", student_id)
         disagreed = annotate(autograded, verdicts, points, self.paths)
+        if not self.run.sandboxed:
+            add_notice(autograded, UNSANDBOXED_NOTICE)
         if disagreed:
             result.status.append(
                 "the notebook's own run disagreed on " + ", ".join(disagreed) + " (the grader's verdict counts)"
@@ -246,6 +263,8 @@ class Worker:
                 grade = book.find_grade(cell.grade_id, NOTEBOOK, ASSIGNMENT, student_id)
                 grade.auto_score = cell.points if verdicts[cell.grade_id].passed else 0.0
             book.db.commit()
+        # nbgrader's late penalty on the judge's scores (autograde computed it on the notebook's own run)
+        assign_late_penalties(self.course, Path(self.run.db_path), [student_id])
 
 
 class _Laps:
@@ -330,7 +349,12 @@ def configure_autograde(config, timeout_cell: int) -> None:
 
 def main() -> None:
     run = WorkerSettings(**json.loads(Path(sys.argv[1]).read_text()))
-    worker = Worker(run)
+    if run.only:
+        from labhelpers.grading.partial import PartialWorker
+
+        worker = PartialWorker(run)
+    else:
+        worker = Worker(run)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         student_id = line.strip()

@@ -11,7 +11,7 @@ PROBES = {
     "check_decompose_weight": (decompose.DecomposeSpec, decompose.probe),
     "check_dora_linear": (dora_linear.DoRALinearSpec, dora_linear.probe),
     "check_dora_direction_gradient": (direction_gradient.DirectionGradientSpec, direction_gradient.probe),
-    "check_lora_configs": (finetune.LoraConfigSpec, finetune.lora_config_probe),
+    "check_peft_model": (finetune.PeftModelSpec, finetune.peft_model_probe),
     "check_train_one_epoch": (finetune.TrainEpochSpec, finetune.train_epoch_probe),
     "check_evaluate_accuracy": (finetune.EvaluateSpec, finetune.evaluate_probe),
     "check_magnitude_direction_change": (weight_change.WeightChangeSpec, weight_change.probe),

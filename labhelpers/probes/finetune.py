@@ -1,4 +1,4 @@
-"""Exercise 4's probes: make_lora_config, and train_one_epoch / evaluate_accuracy on a tiny real BERT classifier.
+"""Exercise 4's probes: make_peft_model, and train_one_epoch / evaluate_accuracy on a tiny real BERT classifier.
 
 The training probes run the student's function on a tiny, randomly initialised BertForSequenceClassification (the
 architecture of the lab's MiniLM, built in milliseconds) and record what the model went through — the mode and the
@@ -94,13 +94,13 @@ def _record_result(obs: Observation, key: str, result: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# make_lora_config
+# make_peft_model
 # --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class LoraConfigSpec(Spec):
-    """Inputs of check_lora_configs: none but use_dora (False, then True); seeds are unused."""
+class PeftModelSpec(Spec):
+    """Inputs of check_peft_model: the seeds of the tiny classifiers handed to make_peft_model (use_dora False, True)."""
 
 
 def _json_safe(value: Any, depth: int = 0) -> Any:
@@ -122,27 +122,94 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     return repr(value)[:200]
 
 
-def lora_config_probe(make_lora_config: Callable, spec: LoraConfigSpec) -> Observation:
-    """Call make_lora_config(False) and (True); record the type and every field of what came back.
+def config_fields(config: Any) -> dict[str, Any]:
+    """Return a PEFT config's fields as JSON data (its instance attributes)."""
+    return _json_safe(dict(vars(config)))
 
-    Records, per use_dora value: "use_dora=<b>/result", "use_dora=<b>/type" (module.qualname), "use_dora=<b>/fields"
-    (the config's fields as JSON data), or "use_dora=<b>/error".
+
+def model_structure(model: nn.Module) -> dict[str, Any]:
+    """Describe a PEFT model as JSON data: its adapted modules, the DoRA ones, and every parameter.
+
+    Returns:
+        {"adapted": names of the LoRA/DoRA layers, "magnitudes": names of those with a DoRA magnitude, "params":
+        [[name, number of elements, requires_grad], ...]}; names are the module's, without PEFT's prefix.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    def short(name: str) -> str:
+        return name.removeprefix("base_model.model.")
+
+    adapted = [short(n) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+    magnitudes = [short(n) for n, m in model.named_modules() if isinstance(m, LoraLayer) and m.lora_magnitude_vector]
+    params = [[short(n), int(p.numel()), bool(p.requires_grad)] for n, p in model.named_parameters()]
+    return {"adapted": adapted, "magnitudes": magnitudes, "params": params}
+
+
+def _reached_in_peft(error: BaseException) -> tuple[Any, Any] | None:
+    """Find the (model, LoRA config) PEFT was building when PEFT's DoRA layer refused to load; None otherwise.
+
+    In the grading sandbox PEFT's DoRA layer is a stub that raises ReferenceUnavailable, so an honest make_peft_model
+    cannot finish with use_dora=True there. The first frame inside PEFT (get_peft_model, or a PeftModel built
+    directly) still holds the model and the config it was given: that is what the answer asked PEFT to build.
+    """
+    if type(error).__name__ != "ReferenceUnavailable":
+        return None
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_globals.get("__name__", "").split(".")[0] == "peft":
+            local = frame.f_locals
+            config = local.get("peft_config")
+            if type(config).__name__ == "LoraConfig" and isinstance(local.get("model"), nn.Module):
+                return local["model"], config
+            return None
+        tb = tb.tb_next
+    return None
+
+
+def _record_peft_model(obs: Observation, key: str, given: nn.Module, result: Any) -> None:
+    """Record what make_peft_model returned: its kind and classes and, for a PEFT model, its config and structure."""
+    obs.facts[f"{key}/result"] = describe(result)
+    obs.facts[f"{key}/classes"] = [f"{c.__module__}.{c.__qualname__}" for c in type(result).__mro__]
+    if not hasattr(result, "peft_config") or not isinstance(result, nn.Module):
+        return
+    what = "reading the PEFT model that make_peft_model returned"
+    wrapped = call(lambda: result.get_base_model(), what=what)
+    configs = call(lambda: dict(result.peft_config), what=what)
+    obs.facts[f"{key}/wraps_given"] = wrapped is given
+    obs.facts[f"{key}/configs"] = {str(name): call(config_fields, c, what=what) for name, c in configs.items()}
+    obs.facts[f"{key}/structure"] = call(model_structure, result, what=what)
+
+
+def peft_model_probe(make_peft_model: Callable, spec: PeftModelSpec) -> Observation:
+    """Call make_peft_model(tiny classifier, use_dora) for use_dora False and True; record what came back.
+
+    Records, per key "seed<s>/use_dora=<b>": "/result" and "/classes" (what was returned), and for a PEFT model
+    "/wraps_given" (it wraps the model given), "/configs" ({adapter: config fields}) and "/structure"
+    (model_structure); or, when PEFT's DoRA layer is unavailable (grading), "/reached" ({"wraps_given", "config"}:
+    what the answer asked PEFT to build); or "/error".
     """
     __tracebackhide__ = True
     obs = Observation()
     with isolated():
-        for use_dora in (False, True):
-            key = f"use_dora={use_dora}"
-            try:
-                config = call(make_lora_config, use_dora, what=f"make_lora_config({use_dora})")
-                obs.facts[f"{key}/result"] = describe(config)
-                obs.facts[f"{key}/type"] = f"{type(config).__module__}.{type(config).__qualname__}"
-                if obs.facts[f"{key}/type"].endswith("LoraConfig"):
-                    what = f"reading the fields of make_lora_config({use_dora})"
-                    obs.facts[f"{key}/fields"] = _json_safe(call(lambda c=config: dict(vars(c)), what=what))
-            except StudentError as failure:
-                obs.error(f"{key}/error", failure)
-                break
+        for seed in spec.seeds:
+            for use_dora in (False, True):
+                key = f"seed{seed}/use_dora={use_dora}"
+                given = tiny_classifier(seed)
+                what = f"make_peft_model(model, use_dora={use_dora}) on a tiny BERT classifier (seed {seed})"
+                reseed(seed)
+                try:
+                    result = call(make_peft_model, given, use_dora, what=what)
+                    _record_peft_model(obs, key, given, result)
+                except StudentError as failure:
+                    reached = _reached_in_peft(failure.error)
+                    if reached is None:
+                        obs.error(f"{key}/error", failure)
+                        return obs
+                    obs.facts[f"{key}/reached"] = {
+                        "wraps_given": reached[0] is given,
+                        "config": config_fields(reached[1]),
+                    }
     return obs
 
 

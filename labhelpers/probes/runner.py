@@ -9,7 +9,8 @@ process hangs or dies, knows which statement or call to skip when it starts it a
 
 Only imports, def and class statements, and assignments without calls are loaded from the answer cells: top-level
 statements (prints, plots, training runs) would only cost time here, and nothing they do can change a verdict,
-which is the judge's, outside this process.
+which is the judge's, outside this process. Cells are read as IPython compiles them (labhelpers.probes.cells): magics
+and shell commands become calls, which are not loaded, and a ``%%time`` cell is loaded for its body.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from labhelpers.probes import PROBES
+from labhelpers.probes.cells import python_statements
 from labhelpers.probes.core import Observation, ReferenceUnavailable, StudentError
 from labhelpers.probes.transport import write
 
@@ -70,20 +72,20 @@ def loadable(node: ast.stmt) -> bool:
     return False
 
 
-def statements(source: str) -> tuple[list[ast.Module], int]:
+def statements(source: str) -> tuple[list[ast.Module], int, list[str]]:
     """Split a cell into its loadable statements (one module each) and count the others.
 
     Args:
-        source: the cell's source (IPython syntax allowed: magics become calls, which are not loaded).
+        source: the cell's source (IPython syntax allowed: magics become calls, which are not loaded; a Python cell
+            magic's body is read as the cell's statements).
 
     Returns:
-        (the kept statements, how many were left out). Raises SyntaxError when the cell does not parse.
+        (the kept statements, how many were left out, notes on cell magics not loaded as the notebook ran them).
+        Raises SyntaxError when the cell does not parse.
     """
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    tree = ast.parse(TransformerManager().transform_cell(source))
-    kept = [ast.Module(body=[node], type_ignores=[]) for node in tree.body if loadable(node)]
-    return kept, len(tree.body) - len(kept)
+    body, notes = python_statements(source)
+    kept = [ast.Module(body=[node], type_ignores=[]) for node in body if loadable(node)]
+    return kept, len(body) - len(kept), notes
 
 
 class LabReferenceFinder(importlib.abc.MetaPathFinder):
@@ -139,12 +141,13 @@ def load(request: dict, namespace: dict, progress: Progress) -> list[str]:
     for cell, answer in enumerate(request["answers"]):
         label = answer.get("label", f"answer cell {cell + 1}")
         try:
-            kept, _ = statements(answer["source"])
+            kept, _, magics = statements(answer["source"])
         except SyntaxError as error:
             notes.append(
                 f"{label} has a syntax error ({error.msg}, line {error.lineno}): its definitions were not loaded"
             )
             continue
+        notes += [f"{label}: {note}" for note in magics]
         for position, module in enumerate(kept):
             if (cell, position) in skip:
                 continue

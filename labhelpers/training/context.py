@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -13,23 +14,27 @@ from labhelpers.config import LabConfig, resolve_device
 from labhelpers.data import load_sst2, make_dataloader
 from labhelpers.errors import LabConfigError
 from labhelpers.models import load_base_model
+from labhelpers.seeding import forked
 from labhelpers.training.settings import Settings
 from labhelpers.weights import linear_weights
 
 
 @dataclass(frozen=True)
 class LoopFunctions:
-    """Your three functions of Exercise 4, as the comparison calls them.
+    """Your functions of Exercise 4 (and, optionally, your layer of Exercise 2), as the comparison calls them.
 
     Attributes:
-        make_lora_config: `make_lora_config(use_dora) -> peft.LoraConfig` (not called for "full").
+        make_peft_model: `make_peft_model(base_model, use_dora) -> peft.PeftModel` (not called for "full").
         train_one_epoch: `train_one_epoch(model, loader, optimizer) -> mean batch loss`.
         evaluate_accuracy: `evaluate_accuracy(model, loader) -> fraction of examples correct`.
+        dora_layer: your `DoRALinear` class, or None; given, DoRA's first seed is also trained with it in place of
+            PEFT's layers (the run "dora_yours").
     """
 
-    make_lora_config: Callable[[bool], object]
+    make_peft_model: Callable[[nn.Module, bool], nn.Module]
     train_one_epoch: Callable
     evaluate_accuracy: Callable
+    dora_layer: type | None = None
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,6 @@ class RunContext:
 
     Attributes:
         functions: your loop.
-        lora_configs: {method: make_lora_config's PEFT config, None for "full"}.
         base_model, tokenizer: the pretrained model (never modified) and its tokenizer.
         train_set: the training sample (a load_sst2 Dataset).
         eval_loader: batches of the sentences accuracy is measured on, sorted by length.
@@ -47,7 +51,6 @@ class RunContext:
     """
 
     functions: LoopFunctions
-    lora_configs: Mapping[str, object]
     base_model: nn.Module
     tokenizer: object
     train_set: object
@@ -96,9 +99,13 @@ def prepare(
     # Without a config, load_sst2 looks for the data itself (and names LAB_DATA_DIR when that folder is unusable).
     data_dir = None if config is None else config.data_dir
     device = resolve_device(None if config is None else config.device)
-    lora_configs = {m: None if m == "full" else _lora_config(functions.make_lora_config, m) for m in settings.methods}
     if base_model is None:
         base_model, tokenizer = load_base_model(verbose=progress)
+    # Try make_peft_model once per adapter now (a fraction of a second on a copy), not after minutes of training.
+    with forked():
+        for method in ("lora", "dora"):
+            if method in settings.methods:
+                peft_model_of(functions, copy.deepcopy(base_model), use_dora=method == "dora")
     train_set = load_sst2("train", n=settings.n_train, data_dir=data_dir, seed=settings.data_seed)
     eval_set = eval_sample(train_set, settings, data_dir)
     if settings.checkpoints > settings.steps(len(train_set)):
@@ -110,23 +117,34 @@ def prepare(
     eval_set = eval_set.select(np.argsort([len(s) for s in eval_set["sentence"]], kind="stable"))
     eval_loader = make_dataloader(eval_set, tokenizer, settings.eval_batch_size)
     return RunContext(
-        functions=functions, lora_configs=lora_configs, base_model=base_model, tokenizer=tokenizer,
+        functions=functions, base_model=base_model, tokenizer=tokenizer,
         train_set=train_set, eval_loader=eval_loader, pretrained=linear_weights(base_model), device=device,
     )  # fmt: skip
 
 
-def _lora_config(make_lora_config: Callable[[bool], object], method: str):
-    """Return make_lora_config's PEFT config for "lora"/"dora", after checking that it is one."""
-    from peft import LoraConfig
+def peft_model_of(functions: LoopFunctions, model: nn.Module, use_dora: bool) -> nn.Module:
+    """Return make_peft_model(model, use_dora), after checking that it is a PEFT model of the kind asked for.
 
-    use_dora = method == "dora"
-    config = make_lora_config(use_dora)
-    if not isinstance(config, LoraConfig):
+    Args:
+        functions: your loop (its make_peft_model).
+        model: a fresh copy of the pretrained model with its new head (adapted in place by PEFT).
+        use_dora: DoRA (True) or LoRA (False).
+
+    Returns:
+        The PeftModel. Raises LabConfigError saying what came back when it is not usable.
+    """
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    what = f"make_peft_model(model, use_dora={use_dora})"
+    peft_model = functions.make_peft_model(model, use_dora)
+    if not isinstance(peft_model, PeftModel):
+        raise LabConfigError(f"{what} returned {type(peft_model).__name__}, not a peft.PeftModel: run its check cell.")
+    if peft_model.get_base_model() is not model:
+        raise LabConfigError(f"{what} wrapped another model than the one it was given: run its check cell.")
+    layers = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
+    if not layers or any(bool(layer.lora_magnitude_vector) != use_dora for layer in layers):
         raise LabConfigError(
-            f"make_lora_config({use_dora}) returned {type(config).__name__}, not a peft.LoraConfig: run its check cell."
+            f"{what} built {'no adapters' if not layers else 'the other kind of adapter'}: run its check cell."
         )
-    if bool(config.use_dora) != use_dora:
-        raise LabConfigError(
-            f"make_lora_config({use_dora}) returned use_dora={config.use_dora}: pass the argument on to LoraConfig."
-        )
-    return config
+    return peft_model

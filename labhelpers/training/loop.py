@@ -22,11 +22,14 @@ from labhelpers.config import LabConfig, get_config
 from labhelpers.data import length_grouped_order, make_dataloader
 from labhelpers.errors import LabConfigError
 from labhelpers.models import PACKAGED_MODEL, count_parameters
-from labhelpers.seeding import seed_all
-from labhelpers.training.context import LoopFunctions, RunContext, prepare
+from labhelpers.seeding import forked, seed_all
+from labhelpers.training.context import LoopFunctions, RunContext, peft_model_of, prepare
 from labhelpers.training.records import Checkpoint, Comparison, Run
-from labhelpers.training.settings import LABELS, Settings
-from labhelpers.weights import linear_weights, magnitude_direction_change, merged_weights
+from labhelpers.training.saved import code_digest, save_comparison
+from labhelpers.training.settings import LABELS, YOUR_LAYER, Settings
+from labhelpers.training.states import checkpoint_state, weights_from_state
+from labhelpers.training.your_layer import build_layer_model, check_forward
+from labhelpers.weights import magnitude_direction_change
 
 
 def run_comparison(
@@ -42,16 +45,19 @@ def run_comparison(
     """Fine-tune a fresh copy of the base model per method and seed with your loop; measure it; write the results.
 
     For each method and seed: copy the pretrained model, draw a new classification head, and either train every
-    weight ("full") or wrap the copy with `get_peft_model(model, make_lora_config(use_dora))` ("lora", "dora");
+    weight ("full") or wrap the copy with your `make_peft_model(model, use_dora)` ("lora", "dora");
     train with AdamW and the settings' learning-rate schedule, calling your `train_one_epoch` on consecutive
     pieces of each epoch (so that the weights can be measured at `settings.checkpoints` evenly spaced points), and
     measure validation accuracy after every epoch with your `evaluate_accuracy`. At each checkpoint the query/value
     weights (for LoRA/DoRA the merged ones, as PEFT's merge_and_unload gives) are compared with the pretrained
-    ones (paper §3.2). Same seed, same batches, head init and dropout stream for every method: runs are paired.
+    ones (paper §3.2). Same seed: same batches and head init for every method, and the same dropout stream for LoRA
+    and DoRA (full fine-tuning draws no adapter init): runs are paired. With `functions.dora_layer`, DoRA's first seed
+    is trained once more with your DoRALinear in PEFT's place, from PEFT's initial adapters (run "dora_yours"); if
+    your layer cannot run, that run is skipped with a note and the comparison goes on.
 
     Args:
-        functions: your make_lora_config, train_one_epoch and evaluate_accuracy.
-        settings: sizes and hyper-parameters, e.g. default_settings(config.fast).
+        functions: your make_peft_model, train_one_epoch and evaluate_accuracy (and optionally your DoRALinear).
+        settings: sizes and hyper-parameters, e.g. default_settings(config.size).
         base_model, tokenizer: the pretrained model and its tokenizer (never modified); None loads the packaged MiniLM.
         config: where the data, the results and the device are (data_dir, output_dir, device); None = the config
             in force (what setup() chose, else the LAB_* variables).
@@ -59,7 +65,8 @@ def run_comparison(
         progress: show tqdm progress bars and one line per epoch.
 
     Returns:
-        A Comparison; everything but the weights is also in `config.output_dir/ex4_results.json`.
+        A Comparison, also written to `config.output_dir`: ex4_results.json, and (keep_weights) the adapters' or
+        the weights' checkpoints in ex4_weights.safetensors (training.saved; `load_or_run_comparison` reloads them).
     """
     context = prepare(
         functions, settings, base_model=base_model, tokenizer=tokenizer, config=config, progress=progress
@@ -67,18 +74,41 @@ def run_comparison(
     output_dir = (get_config() if config is None else config).output_dir
     comparison = Comparison(
         settings=settings, runs=[], n_train=len(context.train_set), n_eval=context.n_eval, device=str(context.device),
-        model=getattr(context.base_model.config, "_name_or_path", None) or PACKAGED_MODEL,
-        torch_threads=torch.get_num_threads(), pretrained=context.pretrained,
+        model=model_name(context.base_model), torch_threads=torch.get_num_threads(), pretrained=context.pretrained,
+        code=code_digest(functions),
     )  # fmt: skip
     for method in settings.methods:
         for seed in settings.seeds_of(method):
             comparison.runs.append(
                 train_run(context, method, seed, settings, keep_weights=keep_weights, progress=progress)
             )
-    path = comparison.write(output_dir)
+    if functions.dora_layer is not None and "dora" in settings.methods:
+        _your_layer_run(comparison, context, settings, keep_weights, progress)
+    paths = save_comparison(comparison, output_dir)
     if progress:
-        print(f"Wrote {path}")
+        print(f"Wrote {', '.join(str(path) for path in paths)}")
     return comparison
+
+
+def model_name(base_model: nn.Module) -> str:
+    """Return the name a comparison records for its base model (its folder or hub id; the packaged MiniLM's name)."""
+    return getattr(base_model.config, "_name_or_path", None) or PACKAGED_MODEL
+
+
+def _your_layer_run(comparison: Comparison, context: RunContext, settings: Settings, keep: bool, progress: bool):
+    """Train DoRA's first seed with your DoRALinear; on failure add a one-line note instead of the run."""
+    seed = settings.seeds_of("dora")[0]
+    try:
+        comparison.runs.append(train_run(context, YOUR_LAYER, seed, settings, keep_weights=keep, progress=progress))
+    except Exception as error:  # your layer's code, whatever it raises: the other runs still count
+        reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        note = (
+            f"Your DoRALinear was not trained on SST-2 ({reason}); the comparison goes on without it. Run Exercise "
+            f"2's check cell to see what to fix."
+        )
+        comparison.notes.append(note)
+        if progress:
+            print(note)
 
 
 def train_run(
@@ -94,7 +124,7 @@ def train_run(
 
     Args:
         context: from prepare.
-        method: "full", "lora" or "dora".
+        method: "full", "lora", "dora", or "dora_yours" (DoRA with functions.dora_layer, from PEFT DoRA's start).
         seed: fixes the head's and the adapters' init, the batches and dropout.
         settings: sizes, the schedule and `settings.learning_rates[method]`, the peak learning rate.
         keep_weights: keep each checkpoint's weights in memory.
@@ -103,8 +133,9 @@ def train_run(
     Returns:
         The Run. Raises LabConfigError when your functions return something unusable or step the optimiser wrongly.
     """
-    model = _build_model(method, seed, context)
-    run = _empty_run(model, method, seed, settings.learning_rates[method], context.lora_configs[method])
+    model, lora_config = _build_model(method, seed, context, settings)
+    lr = settings.learning_rates["dora" if method == YOUR_LAYER else method]
+    run = _empty_run(model, method, seed, lr, lora_config)
     batches_per_epoch = math.ceil(len(context.train_set) / settings.batch_size)
     optimizer, steps_taken = _scheduled_adamw(model, settings, run.lr, batches_per_epoch)
     rng = np.random.default_rng(seed)
@@ -131,7 +162,7 @@ def train_run(
         tally.add(loss, n_batches)
         bar.set_postfix(loss=f"{loss:.3f}")
         if at_checkpoint:
-            run.checkpoints.append(_checkpoint(model, method, context, tally, batches_per_epoch, keep_weights))
+            run.checkpoints.append(_checkpoint(model, run, context, tally, batches_per_epoch, keep_weights))
         if at_epoch_end:
             bar.close()
             run.train_loss.append(tally.end_epoch(batches_per_epoch))
@@ -182,23 +213,38 @@ def _reset_head(model: nn.Module, seed: int) -> None:
             head.bias.zero_()
 
 
-def _build_model(method: str, seed: int, context: RunContext) -> nn.Module:
-    """Return a fresh trainable copy of the base model for one run: every weight for "full", PEFT adapters otherwise."""
+def _build_model(method: str, seed: int, context: RunContext, settings: Settings) -> tuple[nn.Module, object]:
+    """Return a fresh trainable copy of the base model for one run, and its PEFT config (None for "full").
+
+    "full" trains every weight; "lora"/"dora" are your make_peft_model's PEFT model; "dora_yours" is the model of
+    "dora" with your DoRALinear in place of PEFT's layers, from the same initial adapters and head.
+    """
     # Seeded for good, not forked: get_peft_model draws lora_A from the global generator, and so does dropout in
     # your train_one_epoch afterwards.
     seed_all(seed)
     model = copy.deepcopy(context.base_model)
     _reset_head(model, seed)
+    lora_config = None
     if method == "full":
         # Full fine-tuning: every parameter of the encoder (embeddings included), the pooler and the new head.
         model.requires_grad_(True)
     else:
-        from peft import get_peft_model
-
-        # get_peft_model freezes the base model, adds the adapters (PEFT's init: lora_B = 0, lora_A from the
-        # seeded generator) and, for SEQ_CLS, makes the new classifier trainable.
-        model = get_peft_model(model, copy.deepcopy(context.lora_configs[method]))
-    return model.to(context.device)
+        # PEFT freezes the base model, adds the adapters (its init: lora_B = 0, lora_A from the seeded generator)
+        # and, for SEQ_CLS, makes the new classifier trainable.
+        model = peft_model_of(context.functions, model, use_dora=method != "lora")
+        lora_config = model.peft_config[model.active_adapter]
+    if method == YOUR_LAYER:
+        # Your layers, built and tried on a forked random state: the dropout stream then starts where PEFT's run's does.
+        with forked(device=context.device):
+            mine = copy.deepcopy(context.base_model)
+            _reset_head(mine, seed)
+            model = build_layer_model(model, mine, context.functions.dora_layer).to(context.device)
+            check_forward(model, next(iter(context.eval_loader)), context.device)
+    if settings.dropout is not None:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = settings.dropout
+    return model.to(context.device), lora_config
 
 
 def _scheduled_adamw(
@@ -323,15 +369,17 @@ def _train_piece(model: nn.Module, batches: _Batches, optimizer, run: Run, conte
 
 
 def _checkpoint(
-    model: nn.Module, method: str, context: RunContext, tally: _Tally, batches_per_epoch: int, keep_weights: bool
+    model: nn.Module, run: Run, context: RunContext, tally: _Tally, batches_per_epoch: int, keep_weights: bool
 ) -> Checkpoint:
     """Measure the adapted weights against the pretrained ones (paper §3.2) and close the piece's loss."""
-    # (out, in) float32 CPU tensors of every query/value projection; merged as PEFT's merge_and_unload would.
-    weights = linear_weights(model) if method == "full" else merged_weights(model)
+    # What rebuilds the weights (full: the weights; LoRA/DoRA: the adapters), and the merged (out, in) float32 CPU
+    # weights of every query/value projection, as PEFT's merge_and_unload gives (for your layer: m·V/‖V‖).
+    state = checkpoint_state(model, run.method, context.functions.dora_layer)
+    weights = weights_from_state(state, context.pretrained)
     decomposition = {layer: magnitude_direction_change(context.pretrained[layer], W) for layer, W in weights.items()}
     return Checkpoint(
         step=tally.steps, epoch=tally.steps / batches_per_epoch, train_loss=tally.end_chunk(),
-        decomposition=decomposition, weights=weights if keep_weights else {},
+        decomposition=decomposition, weights=weights if keep_weights else {}, state=state if keep_weights else {},
     )  # fmt: skip
 
 

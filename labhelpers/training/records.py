@@ -1,4 +1,7 @@
-"""What a comparison leaves behind: `Checkpoint`, `Run` and `Comparison`, and ex4_results.json that holds them."""
+"""What a comparison leaves behind: `Checkpoint`, `Run` and `Comparison`, and ex4_results.json that holds them.
+
+The checkpoints' tensors (what rebuilds Figure 2's weights) go beside it, to ex4_weights.safetensors (training.saved).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import torch
 from labhelpers.training.settings import Settings
 
 RESULTS_FILE = "ex4_results.json"
+RESULTS_FORMAT = 2
+"""The layout of ex4_results.json and ex4_weights.safetensors; a saved comparison of another layout is not reused."""
 
 
 @dataclass
@@ -27,6 +32,8 @@ class Checkpoint:
             with weights.magnitude_direction_change).
         weights: {layer: (out_features, in_features) float32 CPU tensor}, the merged query/value weights; in memory
             only (about 7 MB per checkpoint), empty when the run did not keep them.
+        state: what rebuilds `weights` (training.states: the adapters' parameters, or full fine-tuning's weights);
+            saved to ex4_weights.safetensors; empty when the run did not keep them.
     """
 
     step: int
@@ -34,6 +41,7 @@ class Checkpoint:
     train_loss: float
     decomposition: dict[str, tuple[float, float]]
     weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -120,8 +128,14 @@ class Comparison:
         device: where training ran.
         model: the base model's name.
         torch_threads: torch.get_num_threads() during training.
-        pretrained: {layer: (out_features, in_features) float32 CPU tensor}, the reference W0 (in memory only).
-        results_file: where ex4_results.json was written, or None.
+        pretrained: {layer: (out_features, in_features) float32 CPU tensor}, the reference W0 (in memory, and in
+            ex4_weights.safetensors).
+        notes: what did not run, in one line each (e.g. your DoRALinear's run, when your layer could not run).
+        code: a digest of your functions' source (training.saved.code_digest): a saved comparison is reused only
+            for the same code.
+        written_at: when the results were written (local time, ISO 8601), or None.
+        results_id: names this comparison in both of its files, or None.
+        results_file: where ex4_results.json was written or read, or None.
     """
 
     settings: Settings
@@ -132,6 +146,10 @@ class Comparison:
     model: str
     torch_threads: int
     pretrained: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    notes: list[str] = field(default_factory=list)
+    code: str | None = None
+    written_at: str | None = None
+    results_id: str | None = None
     results_file: Path | None = None
 
     @property
@@ -152,23 +170,30 @@ class Comparison:
             "batch_size": s.batch_size, "n_train": self.n_train, "n_eval": self.n_eval, "checkpoints": s.checkpoints,
             "optimizer": "AdamW(weight_decay=0)", "model": self.model, "device": self.device,
             "torch_threads": self.torch_threads, "data_seed": s.data_seed, "eval_batch_size": s.eval_batch_size,
+            "dropout": s.dropout,
         }  # fmt: skip
-        return {"config": config, "runs": [run.to_json() for run in self.runs]}
+        return {
+            "format": RESULTS_FORMAT, "results_id": self.results_id, "written_at": self.written_at, "code": self.code,
+            "settings": s.to_json(), "config": config, "runs": [run.to_json() for run in self.runs],
+            "notes": list(self.notes),
+        }  # fmt: skip
 
     @classmethod
     def from_json(cls, data: Mapping) -> Comparison:
         """Rebuild a comparison (without weights) from a loaded ex4_results.json."""
         c = data["config"]
-        settings = Settings(
+        settings = Settings.from_json(data["settings"]) if "settings" in data else Settings(
             methods=c["methods"], seeds=c["seeds"], full_seeds=c.get("full_seeds"),
             learning_rates=c["learning_rates"], schedule=c["schedule"],
             warmup_ratio=c["warmup_ratio"], num_epochs=c["num_epochs"], batch_size=c["batch_size"],
             n_train=c["n_train"], n_eval=c["n_eval"], checkpoints=c["checkpoints"], data_seed=c["data_seed"],
-            eval_batch_size=c["eval_batch_size"],
+            eval_batch_size=c["eval_batch_size"], dropout=c.get("dropout"),
         )  # fmt: skip
         return cls(
             settings=settings, runs=[Run.from_json(r) for r in data["runs"]], n_train=c["n_train"],
             n_eval=c["n_eval"], device=c["device"], model=c["model"], torch_threads=c["torch_threads"],
+            notes=list(data.get("notes", [])), code=data.get("code"), written_at=data.get("written_at"),
+            results_id=data.get("results_id"),
         )  # fmt: skip
 
     def write(self, output_dir: str | os.PathLike) -> Path:

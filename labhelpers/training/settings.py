@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from labhelpers.config import SIZES
 from labhelpers.errors import LabConfigError
 
 METHODS = ("full", "lora", "dora")
 """Full fine-tuning (every weight and the new head), LoRA and DoRA (rank-8 adapters on query/value, and the head)."""
 
-LABELS = {"full": "full FT", "lora": "LoRA", "dora": "DoRA"}
+YOUR_LAYER = "dora_yours"
+"""The run of DoRA with your DoRALinear (Exercise 2) in place of PEFT's layer, on the first seed of DoRA."""
+
+LABELS = {"full": "full FT", "lora": "LoRA", "dora": "DoRA", YOUR_LAYER: "DoRA (your layer)"}
 
 # Chosen by `make tune` (`dora-lab tune`, seed 0): one epoch over the student run's 4,000 training sentences in
 # batches of 16, AdamW without weight decay, scored on 1,000 *other* sentences of SST-2's train split (never on
@@ -58,6 +63,8 @@ class Settings:
             three intermediate steps and final checkpoint of Figure 2).
         data_seed: seed of the training and validation samples.
         eval_batch_size: sentences per evaluation batch.
+        dropout: None keeps the model's and the adapters' own dropout (0.1 each); a number sets the probability
+            of every dropout layer of every run to it (0.0: no dropout).
         gradient_steps: optimiser steps of Exercise 3's gradient run (gradients.gradient_norms_during_training).
     """
 
@@ -74,6 +81,7 @@ class Settings:
     checkpoints: int = 4
     data_seed: int = 0
     eval_batch_size: int = 128
+    dropout: float | None = None
     gradient_steps: int = 150
 
     def __post_init__(self):
@@ -97,9 +105,21 @@ class Settings:
             raise LabConfigError(f"schedule={self.schedule!r}: use one of {', '.join(SCHEDULES)}.")
         if not 0 <= self.warmup_ratio < 1:
             raise LabConfigError(f"warmup_ratio={self.warmup_ratio}: use a fraction in [0, 1), e.g. 0.1.")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise LabConfigError(f"dropout={self.dropout}: use a probability in [0, 1), or None for the model's own.")
         for name in ("num_epochs", "batch_size", "checkpoints", "eval_batch_size", "gradient_steps"):
             if getattr(self, name) < 1:
                 raise LabConfigError(f"{name}={getattr(self, name)} must be at least 1.")
+
+    def to_json(self) -> dict:
+        """Return every setting as JSON data (what ex4_results.json keeps under "settings")."""
+        data = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Settings:
+        """Rebuild Settings from to_json's data (fields it does not know are refused by name)."""
+        return cls(**data)
 
     def seeds_of(self, method: str) -> tuple[int, ...]:
         """Return the seeds `method` runs with (full_seeds for full fine-tuning, when set)."""
@@ -115,6 +135,13 @@ class Settings:
         steps = "" if self.n_train is None else f" ({self.steps(self.n_train)} steps)"
         fractions = ", ".join(f"{100 * k / self.checkpoints:.0f}" for k in range(1, self.checkpoints + 1))
         validation = "all 872" if self.n_eval is None else f"{self.n_eval}"
+        dropout = (
+            "the model's and the adapters' own (0.1)"
+            if self.dropout is None
+            else (
+                "none (every dropout layer off)" if self.dropout == 0 else f"{self.dropout:g} in every dropout layer"
+            )
+        )
         full_seeds = ""
         if "full" in self.methods and self.seeds_of("full") != self.seeds:
             full_seeds = f" (full FT: {', '.join(map(str, self.seeds_of('full')))})"
@@ -123,22 +150,30 @@ class Settings:
             f"{full_seeds}\n"
             f"{self.num_epochs} epoch(s) over {sentences} training sentences in batches of {self.batch_size}{steps}\n"
             f"AdamW (no weight decay), peak learning rate {rates}; schedule: "
-            f"{schedule_name(self.schedule, self.warmup_ratio)}\n"
+            f"{schedule_name(self.schedule, self.warmup_ratio)}; dropout: {dropout}\n"
             f"weights measured at {fractions} % of training; validation on {validation} sentences"
         )
 
 
-def default_settings(fast: bool) -> Settings:
-    """Return the lab's sizes: the student size, or the LAB_FAST size (seconds) for CI and grading.
+def default_settings(size: bool | str) -> Settings:
+    """Return the lab's sizes: the student size, the LAB_FAST size (seconds) for CI and grading, or the longer run.
 
     Args:
-        fast: LabConfig.fast (`LAB_FAST=1`).
+        size: LabConfig.size ("student", "fast" or "long"), or LabConfig.fast (True for "fast", False for "student").
 
     Returns:
         The Settings of the comparison and of Exercise 3's gradient run.
     """
-    if fast:
+    if isinstance(size, bool):
+        size = "fast" if size else "student"
+    if size not in SIZES:
+        raise LabConfigError(f"size={size!r}: use one of {', '.join(SIZES)} (LAB_SIZE).")
+    if size == "fast":
         return Settings(seeds=(0,), n_train=64, n_eval=32, gradient_steps=20)
+    if size == "long":
+        # Optional (LAB_SIZE=long): four times the steps (one epoch over 16,000 sentences, 1,000 steps), linear decay
+        # after a 10 % warm-up, no dropout, and every seed for full fine-tuning too; its CPU time is in README.md.
+        return Settings(n_train=16000, schedule="linear", warmup_ratio=0.1, dropout=0.0, gradient_steps=100)
     # Three seeds of LoRA and DoRA and one of full fine-tuning (a full fine-tuning run costs about 1.3 LoRA runs),
     # one epoch over 4,000 sentences (250 steps), the whole validation split: the comparison took 529 s and the whole
     # notebook 9 min 37 s on a 2-core CPU (runs of 91 s full FT, 67 s LoRA, 76 s DoRA); all three seeds of full

@@ -183,10 +183,11 @@ def test_magnitude_over_the_wrong_axis_gets_guidance(notebook):
     traceback = "\n".join(exceptions(check))
     assert "AssertionError:" in traceback, output
     message = traceback[traceback.rindex("AssertionError:") :]
-    assert "one magnitude per output feature" in message and "dim=1" in message, message
+    assert "one magnitude per output feature" in message and "which axis" in message, message
 
 
-def test_nbgrader_extension_adds_validate_and_its_menu(notebook):
+def test_nbgrader_shows_the_students_tools_only(notebook):
+    """Validate and the Assignments tab; not the instructor's Formgrader, Course List or Create Assignment."""
     from playwright.sync_api import expect
 
     validate = notebook.locator(".jp-NotebookPanel-toolbar .validate-button")
@@ -194,7 +195,14 @@ def test_nbgrader_extension_adds_validate_and_its_menu(notebook):
     expect(validate).to_have_text("Validate")
     notebook.locator(".lm-MenuBar-item", has_text="Nbgrader").click()
     menu = notebook.locator(".lm-Menu:visible")
-    for item in ("Assignment List", "Course List", "Formgrader"):
-        expect(menu.locator(".lm-Menu-item", has_text=item).first).to_be_visible()
+    expect(menu.locator(".lm-Menu-item", has_text="Assignment List")).to_be_visible()
     notebook.screenshot(path=SCREENSHOTS / "nbgrader_menu.png")
+    items = menu.locator(".lm-Menu-itemLabel").all_inner_texts()
     notebook.keyboard.press("Escape")
+    assert "Formgrader" not in items and "Course List" not in items, items
+    # nbgrader's Create Assignment panel (its id as nbgrader spells it) and its tab in the right sidebar.
+    expect(notebook.locator("#nbgrader-create_assignemnt")).to_have_count(0)
+    tabs = notebook.locator(".jp-SideBar .lm-TabBar-tab").evaluate_all(
+        "tabs => tabs.map(tab => (tab.getAttribute('title') || '') + ' ' + tab.textContent)"
+    )
+    assert not [tab for tab in tabs if "Create Assignment" in tab], tabs

@@ -2,9 +2,10 @@
 
 Every student answers Exercises 1–2 like `reference` (correctly, or with a wrong answer where the attack is meant to
 hide it) and adds one attack: patching the libraries, the checks, PEFT or the grader's files, delegating to reference
-code, forging the probe's records, or plain sabotage (crashes, writes, kills; hangs, floods and memory bombs in the notebook run are
-tested with real kernels in tests/integration/grading/sandbox/test_kernel.py). The class is graded once
-(--jobs 2). The score is the judge's, outside the sandbox, so no patch inside the submission can reach it.
+code, forging the probe's records or nbgrader's grade cells, or plain sabotage (crashes, writes, kills; hangs, floods
+and memory bombs in the notebook run are tested with real kernels in tests/integration/grading/sandbox/test_kernel.py).
+The class is graded once (--jobs 2). The score is the judge's, outside the sandbox, so no patch inside the submission
+can reach it.
 """
 
 from __future__ import annotations
@@ -188,6 +189,10 @@ NETWORK = (
     "        print('no network', _host, _port, type(error).__name__)\n"
 )
 KILL_EVERYTHING = "import os, signal\nos.kill(-1, signal.SIGKILL)\n"
+FORGED_GRADE_CELL = {
+    "grade": True, "grade_id": "extra_credit", "locked": True, "points": 100, "schema_version": 3, "solution": False,
+    "task": False,
+}  # fmt: skip
 HANG_IN_PROBE = "    import signal\n    if _in_probe:\n        signal.signal(signal.SIGALRM, signal.SIG_IGN)\n        while True:\n            pass\n"
 
 
@@ -260,6 +265,9 @@ def hostile_class(tmp_path_factory, sst2_dir):
         for c in deleted.cells
         if c.metadata.get("nbgrader", {}).get("grade_id") != "decompose_weight_matches_definition"
     ]
+    forged = answered(student, {})  # a grade cell of its own: nbgrader would add its points to the score
+    forged.cells.append(nbformat.v4.new_code_cell("assert True", metadata={"nbgrader": FORGED_GRADE_CELL}))
+    submit("forged_grade_cell", {}, notebook=forged)
     submit("tampered_test_cell", {EX1: WRONG_DECOMPOSE}, notebook=tampered)
     submit("deleted_test_cell", {EX1: WRONG_DECOMPOSE}, notebook=deleted)
     submit("patch_torch", {EX1: PATCH_TORCH + WRONG_DECOMPOSE})
@@ -320,6 +328,7 @@ D1, D2, D5 = (
 )
 # (student id, exercises it answers beyond 1-2, exercises whose points it loses, its whole status in grades.csv).
 CASES = [
+    ("forged_grade_cell", (), (), "removed forged grade cell extra_credit (100 points): please review"),
     ("tampered_test_cell", (), (1,), "repaired: edited test cell decompose_weight_matches_definition restored"),
     ("deleted_test_cell", (), (1,), "repaired: deleted test cell decompose_weight_matches_definition restored"),
     ("patch_torch", (), (1,), "ok"),

@@ -1,14 +1,16 @@
-"""`jupyter lab` starts on a loopback port, serves the student notebooks folder through its REST API, and runs offline.
+"""`jupyter lab` starts on a loopback port, serves the student notebooks folder through its REST API, runs offline and
+shows the student's tools only.
 
-The offline-classroom settings come from `jupyter/` (installed into .venv by `make venv`): JupyterLab's setting
-overrides (no news feed, no update checks in the frontend) and LabApp's config (no news URL, NeverCheckForUpdate).
+The settings come from `jupyter/`, installed into .venv by `make venv` (deploy/install-jupyter-settings, the same step
+a hub's environment gets): JupyterLab's setting overrides and LabApp's config (no news feed, no update checks), and
+nbgrader's instructor tools off (the Formgrader, Course List and Create Assignment plugins, the formgrader and course
+list server extensions).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,19 +22,19 @@ from pathlib import Path
 import pytest
 
 from labhelpers.config import PROJECT_ROOT
-from tests.support.jupyter import free_port, running_lab
+from tests.support.jupyter import PAGE_CONFIG, NbgraderTools, free_port, running_lab, token_getter
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 SETTINGS_SOURCE = PROJECT_ROOT / "jupyter"
-# Where `make venv` installs each settings file: a JupyterLab started from this environment (make lab, a hub's
-# single-user servers) reads the frontend overrides from <prefix>/share/jupyter/lab/settings/overrides.d and
-# LabApp's config from <prefix>/etc/jupyter (both on `jupyter --paths` of the environment).
+# jupyter/ mirrors the environment: each file is installed at the same path under the prefix, where a JupyterLab
+# started from this environment (make lab, a hub's single-user servers) reads it (`jupyter --paths`).
 INSTALLED_SETTINGS = {
-    "overrides.d/dora-lab.json": Path(sys.prefix) / "share/jupyter/lab/settings/overrides.d/dora-lab.json",
-    "jupyter_lab_config.json": Path(sys.prefix) / "etc/jupyter/jupyter_lab_config.json",
+    str(path.relative_to(SETTINGS_SOURCE)): Path(sys.prefix) / path.relative_to(SETTINGS_SOURCE)
+    for path in sorted(SETTINGS_SOURCE.rglob("*"))
+    if path.is_file()
 }
+LAB_CONFIG = "etc/jupyter/jupyter_lab_config.json"
 NOTIFICATION_PLUGIN = "@jupyterlab/apputils-extension:notification"
-PAGE_CONFIG = re.compile(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', re.S)
 
 
 def _get(url: str, token: str):
@@ -75,6 +77,14 @@ def test_lab_ui_and_nbgrader_extension_are_installed(jupyter_lab):
     assert "@jupyter/nbgrader" in names, sorted(names)
 
 
+def test_students_get_the_assignments_tab_and_validate_but_no_instructor_tools(jupyter_lab):
+    base, token = jupyter_lab
+    tools = NbgraderTools.of(token_getter(base, token))
+    assert tools.students_only, tools
+    # The extension itself stays: its student plugins (assignment list, validate, menu) need it.
+    assert "@jupyter/nbgrader" in {extension["name"] for extension in _get(f"{base}/lab/api/extensions", token)}
+
+
 def test_wrong_token_is_refused(jupyter_lab):
     base, _ = jupyter_lab
     with pytest.raises(urllib.error.HTTPError) as info:
@@ -110,15 +120,15 @@ def test_server_has_news_off_and_never_checks_for_updates(jupyter_lab):
     # LabApp.news_url = None (from jupyter_lab_config.json) turns the news feed off in the page config.
     assert _page_config(base, token)["news"] == {"disabled": True}
     assert _get(f"{base}/lab/api/news", token) == {"news": []}
-    config = json.loads(INSTALLED_SETTINGS["jupyter_lab_config.json"].read_text())
+    config = json.loads(INSTALLED_SETTINGS[LAB_CONFIG].read_text())
     assert import_item(config["LabApp"]["check_for_updates_class"]) is NeverCheckForUpdate
     assert _get(f"{base}/lab/api/update", token) == {"notification": None}
     # The extension manager neither searches PyPI nor installs into the shared environment.
     assert _page_config(base, token)["extensionManager"]["can_install"] is False
 
 
-def test_make_lab_starts_jupyterlab_as_root_too(tmp_path):
-    """`make lab` opens JupyterLab on notebooks/; as root it adds --allow-root and says so."""
+def test_make_lab_starts_jupyterlab_with_the_students_tools_only_as_root_too(tmp_path):
+    """`make lab` opens JupyterLab on notebooks/ without nbgrader's instructor tools; as root it adds --allow-root."""
     port, token = free_port(), "make-lab-test-token"
     env = {
         **os.environ,
@@ -150,6 +160,8 @@ def test_make_lab_starts_jupyterlab_as_root_too(tmp_path):
                         pytest.fail(f"`make lab` did not start JupyterLab:\n{log_path.read_text()}")
                     time.sleep(0.5)
             assert "dora" in {item["name"] for item in contents["content"]}
+            tools = NbgraderTools.of(token_getter(base, token))
+            assert tools.students_only, tools
         finally:
             os.killpg(make.pid, signal.SIGTERM)
             try:

@@ -1,4 +1,5 @@
-"""Real runs of MiniLM on SST-2: your functions called per piece, results written and read back, runs paired, tuning.
+"""Real runs of MiniLM on SST-2: your functions called per piece, results written and read back, runs paired, tuning,
+and your own DoRALinear (the solutions') trained beside PEFT's DoRA at the LAB_FAST size.
 
 Every test here trains the packaged MiniLM (most share one tiny comparison: three methods, two optimiser steps each),
 a few seconds per run on two cores: they run in `make test`, not in `make test-unit`.
@@ -15,12 +16,17 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from labhelpers import analysis, training
-from labhelpers.checks.finetune import reference_evaluate_accuracy, reference_lora_config, reference_train_one_epoch
+from labhelpers import analysis, results, training
+from labhelpers.checks.finetune import (
+    reference_evaluate_accuracy,
+    reference_lora_config,
+    reference_make_peft_model,
+    reference_train_one_epoch,
+)
 from labhelpers.config import LabConfig
 from labhelpers.models import count_parameters
 from labhelpers.weights import magnitude_direction_change
-from tests.support.training import TINY, comparison_on_cpu, unchanged
+from tests.support.training import TINY, comparison_on_cpu, solution_layer, unchanged
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +46,7 @@ def tiny_run(base_model_and_tokenizer, sst2_dir, tmp_path_factory):
 
     tokenizer = base_model_and_tokenizer[1]
     comparison = training.run_comparison(
-        training.LoopFunctions(reference_lora_config, train_one_epoch, evaluate_accuracy), TINY, base_model=model,
+        training.LoopFunctions(reference_make_peft_model, train_one_epoch, evaluate_accuracy), TINY, base_model=model,
         tokenizer=tokenizer, config=LabConfig(data_dir=sst2_dir, output_dir=output_dir, device="cpu"), progress=False,
     )  # fmt: skip
     return comparison, output_dir, calls, unchanged(model, before)
@@ -75,7 +81,8 @@ def test_results_file_holds_every_run(tiny_run):
         assert (run["lora_config"] is None) == (run["method"] == "full")
         # 6 layers × (query, value) at each of the 2 checkpoints, all changed from the pretrained weights.
         assert len(run["decomposition"]["layer"]) == 24 and min(run["decomposition"]["delta_d"]) > 0
-    assert "weights" not in json.dumps(saved)
+    assert saved["format"] == training.RESULTS_FORMAT and saved["notes"] == []
+    assert sorted(p.name for p in output_dir.iterdir()) == [training.RESULTS_FILE, training.WEIGHTS_FILE]
 
 
 @pytest.mark.slow
@@ -153,3 +160,19 @@ def test_tune_trains_every_cell_of_the_table_and_writes_it(monkeypatch, sst2_dir
         ("linear", 1e-3, 0),
     ]
     assert all(0 <= r["heldout_accuracy"] <= 1 for r in saved["rows"]) and saved["chosen"] == {"lora": 1e-3}
+
+
+@pytest.mark.slow
+def test_your_layer_trains_as_pefts_dora_at_the_fast_size(base_model_and_tokenizer, sst2_dir, tmp_path):
+    """The solutions' DoRALinear in MiniLM's query/value layers, from PEFT DoRA's start: the same run, to float noise."""
+    settings = dataclasses.replace(training.default_settings("fast"), methods=("dora",))
+    comparison = comparison_on_cpu(settings, base_model_and_tokenizer, sst2_dir, tmp_path, layer=solution_layer())
+    dora, yours = comparison.runs
+    assert (yours.method, yours.seed, yours.trainable_params) == (training.YOUR_LAYER, dora.seed, 79_106)
+    agreement = results.layer_agreement(comparison)
+    assert agreement.agrees, agreement.verdict()
+    assert agreement.accuracy_gap <= results.LAYER_ACCURACY_TOLERANCE
+    assert max(agreement.loss_gap, agreement.change_gap) <= results.LAYER_CURVE_RTOL
+    # Figure 2 sees one more method, with records like the others'.
+    trajectory = analysis.decomposition_trajectory(comparison)
+    assert {p.method for p in trajectory.points} == {"dora", training.YOUR_LAYER}

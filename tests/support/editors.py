@@ -7,6 +7,7 @@ Each editor's behaviour is the one read in its source and described in labhelper
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 import string
@@ -16,17 +17,23 @@ from dataclasses import dataclass
 
 import nbformat
 
+from labhelpers.assignment import RELEASE_NOTEBOOK
 from labhelpers.errors import LabGradingError
 
 _ANSWER = "decompose_weight"  # a code answer with one function
 _ANSWER_TEST = "decompose_weight_matches_definition"  # the test cell right below it
 _CLASS_ANSWER = "dora_linear"  # a code answer with a class of two methods
 _TWO_FUNCTIONS = "training_loop"  # a code answer defining two functions
-_MOVED_ANSWER = "make_lora_config"  # a code answer whose stub starts with an import
+_MOVED_ANSWER = "make_peft_model"  # a code answer whose stub starts with an import
 _WRITTEN = "ex3_written_answer"  # a written (markdown) answer
 _QUESTION = "ex3_question"  # the question right above it
 _MARKDOWN = "ex1_intro"  # a locked markdown cell
 _COPIED_TEST = "dora_linear_matches_peft"
+_CLASS_NAME = "DoRALinear"  # what the class answer defines
+# A pasted image as JupyterLab stores it: named image.png, an 8x8 PNG, base64.
+PASTED_IMAGE = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFElEQVR4nGM8ISfHgA0wYRUdtBIA0MoBFD5jqJkAAAAASUVORK5CYII="
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class HonestEdit:
         what: the edit, in words.
         edit: takes a filled student notebook, returns the edited copy as the editor saves it.
         notes: what `tidy` reports, in its order.
+        rewrites: the answers whose text the edit changes (IPython syntax, an image, definitions moved to another
+            cell); what the probes load from them, and every image, must still be the student's.
     """
 
     name: str
@@ -46,6 +55,7 @@ class HonestEdit:
     what: str
     edit: Callable[[nbformat.NotebookNode], nbformat.NotebookNode]
     notes: tuple[str, ...] = ()
+    rewrites: tuple[str, ...] = ()
 
 
 def _at(notebook: nbformat.NotebookNode, grade_id: str) -> int:
@@ -370,6 +380,61 @@ def everything_then_colab(nb, rng):
     return _colab_save(nb, rng)
 
 
+@functools.cache
+def _stubs() -> dict[str, str]:
+    """{grade_id: source} of the release's answer cells as a student receives them (the stubs)."""
+    release = nbformat.read(RELEASE_NOTEBOOK, as_version=4)
+    return {
+        cell.metadata.nbgrader.grade_id: cell.source
+        for cell in release.cells
+        if cell.metadata.get("nbgrader", {}).get("solution")
+    }
+
+
+@_editing
+def lab_ipython_syntax(nb, rng):
+    index = _at(nb, _ANSWER)
+    nb.cells[index].source = "%%time\n" + nb.cells[index].source
+    index = _at(nb, _CLASS_ANSWER)
+    nb.cells[index].source = (
+        "!pip install peft\n%load_ext autoreload\n%autoreload 2\n%matplotlib inline\n"
+        + nb.cells[index].source
+        + f"\n\n\n{_CLASS_NAME}?"
+    )
+    index = _at(nb, _TWO_FUNCTIONS)
+    nb.cells[index].source = "%%capture captured\n?print\n" + nb.cells[index].source
+
+
+@_editing
+def lab_answers_in_first_cell(nb, rng):
+    # The class typed into the first answer cell, below its answer; the class's own cell never touched.
+    first, own = _at(nb, _ANSWER), _at(nb, _CLASS_ANSWER)
+    nb.cells[first].source += "\n\n\n" + nb.cells[own].source
+    nb.cells[own].source = _stubs()[_CLASS_ANSWER]
+
+
+@_editing
+def lab_answers_in_first_cell_own_deleted(nb, rng):
+    first, own = _at(nb, _ANSWER), _at(nb, _CLASS_ANSWER)
+    nb.cells[first].source += "\n\n\n" + nb.cells[own].source
+    del nb.cells[own]
+
+
+@_editing
+def lab_answer_in_added_cell_above_stub(nb, rng):
+    own = _at(nb, _CLASS_ANSWER)
+    _lab_insert(nb, own, "code", nb.cells[own].source, rng)
+    nb.cells[own + 1].source = _stubs()[_CLASS_ANSWER]
+
+
+@_editing
+def lab_pasted_image(nb, rng):
+    # JupyterLab 4, Ctrl-V of a screenshot into a markdown cell: the image becomes a cell attachment.
+    cell = nb.cells[_at(nb, _WRITTEN)]
+    cell.source += "\n\n![image.png](attachment:image.png)"
+    cell["attachments"] = {"image.png": {"image/png": PASTED_IMAGE}}
+
+
 HONEST_EDITS: tuple[HonestEdit, ...] = (
     HonestEdit(
         "lab_paste_answer",
@@ -499,5 +564,42 @@ HONEST_EDITS: tuple[HonestEdit, ...] = (
             f"duplicate test cell {_COPIED_TEST} dropped",
             f"answer {_MOVED_ANSWER} moved back into place",
         ),
+    ),
+    HonestEdit(
+        "lab_ipython_syntax",
+        "JupyterLab 4",
+        "IPython in answer cells: a %%time and a %%capture cell magic, !pip install, %load_ext, %matplotlib, `?`",
+        lab_ipython_syntax,
+        rewrites=(_ANSWER, _CLASS_ANSWER, _TWO_FUNCTIONS),
+    ),
+    HonestEdit(
+        "lab_answers_in_first_cell",
+        "JupyterLab 4",
+        "write the class answer in the first answer cell and leave the class's own cell with its stub",
+        lab_answers_in_first_cell,
+        (f"{_CLASS_NAME} found in answer cell {_ANSWER}",),
+        rewrites=(_ANSWER, _CLASS_ANSWER),
+    ),
+    HonestEdit(
+        "lab_answers_in_first_cell_own_deleted",
+        "JupyterLab 4",
+        "write the class answer in the first answer cell and delete the class's own cell",
+        lab_answers_in_first_cell_own_deleted,
+        (f"{_CLASS_NAME} found in answer cell {_ANSWER}",),
+        rewrites=(_ANSWER, _CLASS_ANSWER),
+    ),
+    HonestEdit(
+        "lab_answer_in_added_cell_above_stub",
+        "JupyterLab 4",
+        "write the class answer in a new cell above its answer cell, the stub left below it",
+        lab_answer_in_added_cell_above_stub,
+        (f"answer {_CLASS_ANSWER} found by content (nbgrader metadata missing)",),
+    ),
+    HonestEdit(
+        "lab_pasted_image",
+        "JupyterLab 4",
+        "paste an image into a written answer (a cell attachment)",
+        lab_pasted_image,
+        rewrites=(_WRITTEN,),
     ),
 )

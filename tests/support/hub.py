@@ -1,7 +1,9 @@
-"""A real JupyterHub on loopback for the tests: local system users, PAM log-in, single-user servers from this venv.
+"""A real JupyterHub on loopback for the tests, run as on The Littlest JupyterHub: TLJH's accounts and layout.
 
-Everything lives under one temporary folder and a few system users that `local_users` creates and removes; the hub,
-its proxy and every single-user server stop when `running_hub` exits.
+The hub and every server it starts run in a TLJH server's view of the disk (tests/support/tljh.py). Hub user `ana`
+logs in with the hub's password and her server runs as the system account `jupyter-ana`, home /home/jupyter-ana, as
+TLJH's spawner names them. `local_users` creates and removes the accounts; the hub, its proxy and every single-user
+server stop when `running_hub` exits.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.jupyter import free_port
+from tests.support.tljh import HARNESS, HOMES, HUB_CONFIG_DIR, USER_ENV, TljhServer, system_name
 
 USER_COMMENT = "dora-lab hub test user pid "
-"""The GECOS field of the users the tests create, then the creating process's id: how a leftover is recognised."""
+"""The GECOS field of the accounts the tests create, then the creating process's id and the run's folder: how a
+leftover is recognised."""
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -41,21 +45,19 @@ def find_proxy() -> Path | None:
 
 @dataclass(frozen=True)
 class LocalUser:
-    """A system user made for one test run: log-in name, password and home folder."""
+    """A hub user made for one run, with TLJH's system account.
+
+    Attributes:
+        name: the hub's name (log-in, /user/<name>/ URLs), e.g. doraab12ana.
+        account: the system account the server runs as, jupyter-<name>; nbgrader's student id.
+        home: the home as the user's server sees it, /home/jupyter-<name>.
+        host_home: where this machine keeps it.
+    """
 
     name: str
-    password: str
+    account: str
     home: Path
-
-    def run(self, command: list[str], **kwargs) -> subprocess.CompletedProcess:
-        """Run `command` as this user (runuser, a login-like environment) and return what it did."""
-        return subprocess.run(
-            ["runuser", "-u", self.name, "--", "env", f"HOME={self.home}", *command],
-            cwd=self.home,
-            capture_output=True,
-            text=True,
-            **kwargs,
-        )
+    host_home: Path
 
 
 def _user_processes(uid: int) -> list[int]:
@@ -72,7 +74,7 @@ def _user_processes(uid: int) -> list[int]:
 
 
 def _remove_user(name: str) -> None:
-    """Stop whatever still runs as the test user `name` (its own processes, by id), then delete the user."""
+    """Stop whatever still runs as the test account `name` (its own processes, by id), then delete the account."""
     try:
         uid = pwd.getpwnam(name).pw_uid
     except KeyError:
@@ -87,23 +89,22 @@ def _remove_user(name: str) -> None:
 
 
 def remove_leftover_users() -> None:
-    """Delete the test users, and their temporary folders, that a run killed before its clean-up left behind."""
+    """Delete the test accounts, and their runs' folders, that a run killed before its clean-up left behind."""
     for entry in pwd.getpwall():
-        owner = entry.pw_gecos.removeprefix(USER_COMMENT)
-        if owner != entry.pw_gecos and owner.isdigit() and not Path(f"/proc/{owner}").exists():
+        owner, _, root = entry.pw_gecos.removeprefix(USER_COMMENT).partition(" ")
+        if entry.pw_gecos.startswith(USER_COMMENT) and owner.isdigit() and not Path(f"/proc/{owner}").exists():
             _remove_user(entry.pw_name)
-            root = Path(entry.pw_dir).parent.parent
-            if root.name.startswith("dora-lab-hub-"):
+            if Path(root).name.startswith("dora-lab-hub-"):
                 shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def local_users(roles: list[str], home_root: Path) -> Iterator[dict[str, LocalUser]]:
-    """Create one system user per role (homes in `home_root`, mode 0700, random passwords); delete them on exit.
+def local_users(roles: list[str], server: TljhServer) -> Iterator[dict[str, LocalUser]]:
+    """Create one hub user per role with TLJH's system account and home (mode 0750, as TLJH leaves it); delete them.
 
     Args:
         roles: short role names, e.g. ["inst", "ana", "ben"]; each becomes part of a user name.
-        home_root: the folder that holds the homes (must be traversable by the users).
+        server: the server whose /home holds the homes.
 
     Yields:
         {role: LocalUser}.
@@ -114,29 +115,52 @@ def local_users(roles: list[str], home_root: Path) -> Iterator[dict[str, LocalUs
     try:
         for role in roles:
             name = f"dora{tag}{role}"
-            home = home_root / name
+            account = system_name(name)
+            home = HOMES / account
             subprocess.run(
-                ["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/bash", "--user-group"]
-                + ["--comment", f"{USER_COMMENT}{os.getpid()}", name],
+                ["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/bash", "--user-group"]
+                + ["--comment", f"{USER_COMMENT}{os.getpid()} {server.root}", account],
                 check=True,
                 capture_output=True,
             )
-            os.chmod(home, 0o700)
-            password = secrets.token_urlsafe(18)
-            subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
-            users[role] = LocalUser(name=name, password=password, home=home)
+            users[role] = LocalUser(name=name, account=account, home=home, host_home=server.host(home))
+            entry = pwd.getpwnam(account)
+            users[role].host_home.mkdir(mode=0o750)
+            os.chown(users[role].host_home, entry.pw_uid, entry.pw_gid)
         yield users
     finally:
         for user in users.values():
-            _remove_user(user.name)
+            _remove_user(user.account)
 
 
 _HUB_CONFIG = """\
-# JupyterHub for the DoRA Lab hub test: loopback only, PAM log-in of local users, servers from the project's venv.
+# JupyterHub for the DoRA Lab hub test, as on The Littlest JupyterHub: TLJH's accounts (hub user ana is the system
+# user jupyter-ana), its user environment, and then its jupyterhub_config.d/ (the guide's file). Loopback only.
 import json
+import pwd
 
-settings = json.loads({settings!r})
+from jupyterhub.spawner import LocalProcessSpawner
+
+settings = json.loads(SETTINGS)
 c = get_config()  # noqa: F821
+
+
+class TljhAccountSpawner(LocalProcessSpawner):
+    \"\"\"Local processes under TLJH's accounts: hub user `name` runs as system user jupyter-<name>.
+
+    TLJH's UserCreatingSpawner (a SystemdSpawner) names the accounts so and sets USER, HOME and SHELL from them.
+    \"\"\"
+
+    def make_preexec_fn(self, name):
+        return super().make_preexec_fn("jupyter-" + name)
+
+    def user_env(self, env):
+        account = pwd.getpwnam("jupyter-" + self.user.name)
+        env.update(USER=account.pw_name, HOME=account.pw_dir, SHELL=account.pw_shell)
+        return env
+
+
+c.JupyterHub.spawner_class = TljhAccountSpawner
 c.JupyterHub.bind_url = settings["url"]
 c.JupyterHub.hub_bind_url = settings["hub_url"]
 c.ConfigurableHTTPProxy.api_url = settings["proxy_api_url"]
@@ -146,32 +170,37 @@ c.JupyterHub.db_url = "sqlite:///" + settings["workdir"] + "/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = settings["workdir"] + "/jupyterhub_cookie_secret"
 c.JupyterHub.pid_file = settings["workdir"] + "/jupyterhub.pid"
 c.JupyterHub.cleanup_servers = True
-c.JupyterHub.authenticator_class = "pam"
-# In a container there is no login session to open (systemd-logind); the password check is all PAM does here.
-c.PAMAuthenticator.open_sessions = False
+# JupyterHub's own shared-password log-in: TLJH's accounts have no password of their own (TLJH's default
+# authenticator keeps its passwords in the hub, not in the system).
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = settings["password"]
 c.Authenticator.allowed_users = set(settings["users"])
-c.JupyterHub.services = [{{"name": "dora-lab-test", "api_token": settings["token"]}}]
+c.JupyterHub.services = [{"name": "dora-lab-test", "api_token": settings["token"]}]
 c.JupyterHub.load_roles = [
-    {{
+    {
         "name": "dora-lab-test",
         "scopes": ["admin:users", "admin:servers", "tokens", "access:servers", "list:users"],
         "services": ["dora-lab-test"],
-    }}
+    }
 ]
 c.Spawner.cmd = [settings["singleuser"]]
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
 c.Spawner.environment = settings["environment"]
+# TLJH loads its jupyterhub_config.d/ last: the lab's settings for every server (deploy/tljh/).
+for extra in sorted(settings["config_d"]):
+    load_subconfig(extra)  # noqa: F821
 """
 
 
 @dataclass
 class Hub:
-    """A running JupyterHub: its public URL and the admin token of the test's service."""
+    """A running JupyterHub: its public URL, the admin token of the test's service and the users' log-in password."""
 
     url: str
     token: str
+    password: str
     log: Path
 
     def api(self, method: str, path: str, **kwargs):
@@ -202,6 +231,16 @@ class Hub:
             if waiting and time.monotonic() > deadline:
                 pytest.fail(f"servers of {waiting} not ready within {timeout:.0f} s:\n{self.log.read_text()[-4000:]}")
             time.sleep(0.5)
+
+    def restart_server(self, name: str, timeout: float = 120) -> None:
+        """Stop `name`'s server, as the hub's control panel does, and start it again; wait until it answers."""
+        self.api("DELETE", f"/users/{name}/server").raise_for_status()
+        deadline = time.monotonic() + timeout
+        while self.api("GET", f"/users/{name}").json()["servers"]:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name}'s server did not stop within {timeout:.0f} s:\n{self.log.read_text()[-4000:]}")
+            time.sleep(0.5)
+        self.start_servers([name], timeout)
 
     def user_token(self, name: str) -> str:
         """Issue an API token for hub user `name` (what a student would create on the hub's token page)."""
@@ -292,79 +331,44 @@ class UserServer:
         return status, text.split(f"{marker}{marker}", 1)[-1].removeprefix("\n")
 
 
-def _hidden_interpreter() -> tuple[Path, Path] | None:
-    """Return (the closed folder, the interpreter's prefix in it) when other users cannot reach this Python, else None.
-
-    Here Python is installed under /root (mode 0700): the venv's interpreter is out of the users' reach.
-    """
-    prefix = Path(sys.base_prefix).resolve()
-    for folder in [*reversed(prefix.parents), prefix]:
-        if not folder.stat().st_mode & 0o001:
-            return folder, prefix
-    return None
-
-
-def _reachable_interpreter(command: list[str], stash: Path) -> list[str]:
-    """Wrap `command` so that it and its children see the interpreter's folder even where it lives in a closed home.
-
-    The command runs in a private mount namespace (util-linux unshare) in which the closed folder is an empty,
-    enterable tmpfs with only the interpreter's prefix bound back into it: the grading sandbox's view of /root. Nothing
-    changes outside that namespace, and it ends with its last process.
-    """
-    hidden = _hidden_interpreter()
-    if hidden is None:
-        return command
-    closed, prefix = hidden
-    stash.mkdir(mode=0o700, exist_ok=True)
-    script = (
-        f"set -e; mount --bind '{prefix}' '{stash}'; mount -t tmpfs -o mode=0755 tmpfs '{closed}'; "
-        f"mkdir -p '{prefix}'; mount --bind '{stash}' '{prefix}'; exec \"$@\""
-    )
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *command]
-
-
 @contextlib.contextmanager
-def running_hub(workdir: Path, users: list[str], environment: dict) -> Iterator[Hub]:
-    """Run JupyterHub on a free loopback port until the block ends; stop it, its proxy and every server then.
+def running_hub(server: TljhServer, users: list[str], environment: dict) -> Iterator[Hub]:
+    """Run JupyterHub in the server's view on a free loopback port until the block ends; stop it and its servers then.
 
     Args:
-        workdir: the hub's folder (config, database, cookie secret, log).
-        users: the system user names allowed to log in.
-        environment: Spawner.environment of every single-user server.
+        server: the TLJH server (its user environment runs the hub and every server).
+        users: the hub names allowed to log in.
+        environment: the servers' environment before TLJH's jupyterhub_config.d/ adds the lab's settings.
 
     Yields:
         The running Hub.
     """
-    proxy = find_proxy()
-    if proxy is None:
-        pytest.fail("configurable-http-proxy not found: run `make hub-proxy` (npm install into .venv/node)")
     port, hub_port, proxy_api_port = free_port(), free_port(), free_port()
-    token = secrets.token_hex(32)
+    token, password = secrets.token_hex(32), secrets.token_urlsafe(18)
+    config_d = server.host(HUB_CONFIG_DIR / "jupyterhub_config.d")
     settings = {
         "url": f"http://127.0.0.1:{port}",
         "hub_url": f"http://127.0.0.1:{hub_port}",
         "proxy_api_url": f"http://127.0.0.1:{proxy_api_port}",
-        "proxy": str(proxy),
-        "workdir": str(workdir),
+        "proxy": str(server.proxy),
+        "workdir": str(HUB_CONFIG_DIR),
         "users": users,
         "token": token,
-        "singleuser": str(VENV_BIN / "jupyterhub-singleuser"),
-        "environment": environment,
+        "password": password,
+        "singleuser": str(USER_ENV / "bin" / "jupyterhub-singleuser"),
+        "environment": {"JUPYTER_CONFIG_PATH": str(HARNESS / "jupyter"), **environment},
+        "config_d": [str(HUB_CONFIG_DIR / "jupyterhub_config.d" / path.name) for path in config_d.glob("*.py")],
     }
-    workdir.mkdir(mode=0o700, exist_ok=True)  # the hub's database and cookie secret: root's only
-    config = workdir / "jupyterhub_config.py"
-    config.write_text(_HUB_CONFIG.format(settings=json.dumps(settings)))
-    log_path = workdir / "jupyterhub.log"
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    hub = Hub(url=settings["url"], token=token, log=log_path)
+    config = server.host(HUB_CONFIG_DIR / "jupyterhub_config.py")
+    config.write_text(_HUB_CONFIG.replace("SETTINGS", repr(json.dumps(settings)), 1))
+    log_path = server.host(HUB_CONFIG_DIR / "jupyterhub.log")
+    hub = Hub(url=settings["url"], token=token, password=password, log=log_path)
+    # The hub's own environment: TLJH's systemd unit gives it little more than PATH.
+    env = {"PATH": f"{USER_ENV / 'bin'}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(HUB_CONFIG_DIR)}
+    argv = [str(USER_ENV / "bin" / "jupyterhub"), "-f", str(HUB_CONFIG_DIR / "jupyterhub_config.py")]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            _reachable_interpreter([str(VENV_BIN / "jupyterhub"), "-f", str(config)], workdir / "interpreter"),
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            server.view(argv), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             deadline = time.monotonic() + 90
@@ -379,8 +383,10 @@ def running_hub(workdir: Path, users: list[str], environment: dict) -> Iterator[
                 time.sleep(0.5)
             yield hub
         finally:
-            # SIGTERM: the hub stops every single-user server (cleanup_servers) and its proxy, then exits.
-            process.send_signal(signal.SIGTERM)
+            # SIGTERM to bubblewrap and the hub: the hub stops every single-user server (cleanup_servers) and its
+            # proxy, then exits, and bubblewrap with it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -11,9 +13,69 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+PAGE_CONFIG = re.compile(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', re.S)
+"""The page config JupyterLab's server embeds in /lab for the frontend."""
+INSTRUCTOR_PLUGINS = [
+    "@jupyter/nbgrader:course-list",
+    "@jupyter/nbgrader:create-assignment",
+    "@jupyter/nbgrader:formgrader",
+]
+STUDENT_ROUTES = ["/assignments", "/courses", "/assignments/validate"]
+"""nbgrader's assignment_list (the Assignments tab) and validate_assignment server extensions (a GET of validate is
+405, Method Not Allowed: the route is there)."""
+INSTRUCTOR_ROUTES = ["/formgrader", "/formgrader/api/status", "/formgraders"]
+"""nbgrader's formgrader and course_list server extensions."""
+
+
+@dataclass(frozen=True)
+class NbgraderTools:
+    """What a JupyterLab server offers of nbgrader: the plugins its page turns off, the HTTP status of each route."""
+
+    disabled: list[str]
+    routes: dict[str, int]
+
+    @classmethod
+    def of(cls, get: Callable[[str], tuple[int, str]]) -> NbgraderTools:
+        """Read them from a server, given `get(path) -> (HTTP status, body)` for paths below its base URL."""
+        status, page = get("/lab")
+        assert status == 200, f"/lab answered {status}"
+        config = json.loads(PAGE_CONFIG.search(page).group(1))
+        disabled = sorted(name for name in config["disabledExtensions"] if "nbgrader" in name)
+        return cls(disabled, {route: get(route)[0] for route in STUDENT_ROUTES + INSTRUCTOR_ROUTES})
+
+    @property
+    def students_only(self) -> bool:
+        """The student's tools only: the instructor's plugins off and their routes absent, the Assignments tab there."""
+        return (
+            self.disabled == INSTRUCTOR_PLUGINS
+            and all(self.routes[route] != 404 for route in STUDENT_ROUTES)
+            and all(self.routes[route] == 404 for route in INSTRUCTOR_ROUTES)
+        )
+
+    @property
+    def instructors(self) -> bool:
+        """The instructor's tools as well: no nbgrader plugin off, every route there."""
+        return not self.disabled and all(status != 404 for status in self.routes.values())
+
+
+def token_getter(base: str, token: str) -> Callable[[str], tuple[int, str]]:
+    """Return get(path) -> (HTTP status, body) for a server at `base`, authenticated with `token`."""
+
+    def get(path: str) -> tuple[int, str]:
+        request = urllib.request.Request(f"{base}{path}", headers={"Authorization": f"token {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, ""
+
+    return get
 
 
 def free_port() -> int:

@@ -21,6 +21,7 @@ from labhelpers.bench import parallel_grading
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.errors import LabDataError, LabGradingError
 from labhelpers.grading import commands, exchange
+from labhelpers.grading.selection import WHOLE_CLASS, Selection, Shard
 
 COURSE = Path("/courses/dora")
 COURSE_SOURCE = COURSE / SOURCE_NOTEBOOK.relative_to(PROJECT_ROOT)
@@ -55,7 +56,7 @@ def forwarded(monkeypatch):
         (exchange, "return_feedback", done),
         (commands, "summary", "3 submissions"),
         (commands, "status", "release up to date"),
-        (commands, "sample_class", Path("samples")),
+        (commands, "sample_class", SimpleNamespace(summary=lambda: "wrote samples")),
         (bench, "run_lab_bench", []),
         (parallel_grading, "bench_grading", parallel_grading.GradingBenchResult(2.0, 1.0, identical=True)),
         (data, "download_sst2", Path("data/sst2")),
@@ -84,7 +85,7 @@ CASES = [
                     Path("graded"),
                     grading.GradingOptions(jobs=1, timeout_cell=120, timeout_submission=600, memory_bytes=6 * 2**30),
                 ),
-                {"source_notebook": SOURCE_NOTEBOOK, "progress": True},
+                {"source_notebook": SOURCE_NOTEBOOK, "progress": True, "selection": WHOLE_CLASS, "secret": None},
             ),
             ("summary", (Path("graded/grades.csv"),), {}),
         ],
@@ -92,7 +93,7 @@ CASES = [
     (
         "grade_every_option",
         ["grade", "subs", "--out", "graded", "--jobs", "3", "--timeout-cell", "5", "--timeout-submission", "50"]
-        + ["--memory-gb", "1.5", "--quiet", "--course", str(COURSE)],
+        + ["--memory-gb", "1.5", "--quiet", "--no-sandbox", "--course", str(COURSE)],
         [
             (
                 "grade",
@@ -100,10 +101,28 @@ CASES = [
                     Path("subs"),
                     Path("graded"),
                     grading.GradingOptions(
-                        jobs=3, timeout_cell=5, timeout_submission=50, memory_bytes=int(1.5 * 2**30)
+                        jobs=3, timeout_cell=5, timeout_submission=50, memory_bytes=int(1.5 * 2**30), sandbox=False
                     ),
                 ),
-                {"source_notebook": COURSE_SOURCE, "progress": False},
+                {"source_notebook": COURSE_SOURCE, "progress": False, "selection": WHOLE_CLASS, "secret": None},
+            ),
+            ("summary", (Path("graded/grades.csv"),), {}),
+        ],
+    ),
+    (
+        "grade_a_shard_some_students_some_tests",
+        ["grade", "subs", "--out", "graded", "--shard", "1/3", "--secret", "key"]
+        + ["--student", "a", "b", "--only", "t"],
+        [
+            (
+                "grade",
+                (Path("subs"), Path("graded"), grading.GradingOptions()),
+                {
+                    "source_notebook": SOURCE_NOTEBOOK,
+                    "progress": True,
+                    "selection": Selection(Shard(1, 3), ("a", "b"), ("t",)),
+                    "secret": Path("key"),
+                },
             ),
             ("summary", (Path("graded/grades.csv"),), {}),
         ],
@@ -116,9 +135,15 @@ CASES = [
         ["export", "graded", "--csv", "out.csv"],
         [("write_grades_csv", (Path("graded").resolve(), Path("out.csv")), {})],
     ),
-    ("status", ["status"], [("status", (None,), {})]),
-    ("status_of_a_run", ["status", "graded"], [("status", (Path("graded"),), {})]),
-    ("sample_class", ["sample-class", "samples"], [("sample_class", (Path("samples"),), {})]),
+    ("status", ["status"], [("status", (None, PROJECT_ROOT), {})]),
+    ("status_of_a_run", ["status", "graded"], [("status", (Path("graded"), PROJECT_ROOT), {})]),
+    ("status_course", ["status", "--course", str(COURSE)], [("status", (None, COURSE), {})]),
+    ("sample_class", ["sample-class", "samples"], [("sample_class", (Path("samples"), PROJECT_ROOT), {})]),
+    (
+        "sample_class_course",
+        ["sample-class", "samples", "--course", str(COURSE)],
+        [("sample_class", (Path("samples"), COURSE), {})],
+    ),
     ("bench_defaults", ["bench"], [("run_lab_bench", (bench.LabBenchOptions(),), {})]),
     (
         "bench_every_option",
@@ -295,12 +320,18 @@ HELP = {
     "release": {"-h", "--help", "--course", "--exchange", "--force"},
     "collect": {"-h", "--help", "--course"},
     "grade": {"-h", "--help", "--course", "SUBMISSIONS_DIR", "--out", "--jobs", "--timeout-cell"}
-    | {"--timeout-submission", "--memory-gb", "--quiet"},
+    | {"--timeout-submission", "--memory-gb", "--quiet", "--no-sandbox", "--student", "--only", "--shard", "--secret"},
     "feedback": {"-h", "--help", "OUT_DIR"},
     "return": {"-h", "--help", "OUT_DIR"},
-    "export": {"-h", "--help", "OUT_DIR", "--csv"},
-    "status": {"-h", "--help", "OUT_DIR"},
-    "sample-class": {"-h", "--help", "SUBMISSIONS_DIR"},
+    "export": {"-h", "--help", "OUT_DIR", "--csv", "--format", "--roster", "--roster-hub-column", "--assignment"}
+    | {"--assignment-id", "--moodle-id"},
+    "report": {"-h", "--help", "OUT_DIR", "--dest"},
+    "merge": {"-h", "--help", "SHARD_DIR", "--out"},
+    "formgrade": {"-h", "--help", "OUT_DIR", "--port", "--ip"},
+    "deadline": {"-h", "--help", "OUT_DIR", "--course", "--due", "--penalty-per-day", "--extend"},
+    "backup": {"-h", "--help", "OUT_DIR", "DEST"},
+    "status": {"-h", "--help", "OUT_DIR", "--course"},
+    "sample-class": {"-h", "--help", "SUBMISSIONS_DIR", "--course"},
     "bench": {"-h", "--help", "--out", "--solution", "--sizes", "--tokens", "--dropouts", "--r", "--lora-alpha"}
     | {"--repeats", "--warmup", "--threads", "--clock", "--no-input-grad"},
     "bench-grading": {"-h", "--help", "--students", "--jobs", "--source"},

@@ -55,12 +55,29 @@ def test_values_are_read(tmp_path):
         ({"LAB_SEED": "-1"}, "LAB_SEED=-1 is negative"),
         ({"LAB_DATA_DIR": "/no/such/folder"}, "LAB_DATA_DIR='/no/such/folder' is not a folder"),
         ({"LAB_DEVICE": "tpu"}, "LAB_DEVICE='tpu' is not a device"),
+        ({"LAB_SIZE": "huge"}, "LAB_SIZE='huge' is not a size: use student"),
+        ({"LAB_SIZE": "huge", "LAB_FAST": "1"}, "LAB_SIZE='huge' is not a size"),
     ],
-    ids=["fast-not-boolean", "seed-not-int", "seed-negative", "data-dir-missing", "device-unknown"],
+    ids=[
+        "fast-not-boolean",
+        "seed-not-int",
+        "seed-negative",
+        "data-dir-missing",
+        "device-unknown",
+        "size-unknown",
+        "size-unknown-even-when-fast",
+    ],  # fmt: skip
 )
 def test_bad_values_name_the_variable(environ, message):
     with pytest.raises(LabConfigError, match=message.replace("(", r"\(")):
         LabConfig.from_env(environ)
+
+
+def test_output_dir_in_the_home_is_expanded_for_each_user(monkeypatch, tmp_path):
+    # A hub sets LAB_OUTPUT_DIR=~/dora-lab-outputs for everyone (deploy/); each server expands it in its own home.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = LabConfig.from_env({"LAB_OUTPUT_DIR": "~/dora-lab-outputs", "LAB_DEVICE": "cpu"})
+    assert config.output_dir == tmp_path / "dora-lab-outputs"
 
 
 def test_output_dir_that_is_a_file_is_rejected(tmp_path):
@@ -83,7 +100,53 @@ def test_setup_seeds_every_generator_and_reports_the_size(capsys, tmp_path):
     setup(seed=5, environ={"LAB_FAST": "1", "LAB_OUTPUT_DIR": str(tmp_path)})
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
     assert config.seed == 5 and config.fast
-    assert "fast (LAB_FAST=1)" in capsys.readouterr().out
+    assert "size fast (LAB_FAST=1 in the environment)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "environ, fast, size, printed",
+    [
+        ({}, False, "student", "size student (default; setup(fast=True) runs everything in about a minute)"),
+        ({}, True, "fast", "size fast (setup(fast=True))"),
+        ({"LAB_FAST": "1"}, False, "fast", "size fast (LAB_FAST=1 in the environment)"),
+        ({"LAB_FAST": "1"}, True, "fast", "size fast (LAB_FAST=1 in the environment)"),
+        ({"LAB_FAST": "0"}, True, "fast", "size fast (setup(fast=True))"),
+        ({"LAB_SIZE": "long"}, False, "long", "size long (LAB_SIZE=long in the environment)"),
+        ({"LAB_SIZE": "long"}, True, "fast", "size fast (setup(fast=True); LAB_SIZE=long in the environment ignored)"),
+        (
+            {"LAB_SIZE": "long", "LAB_FAST": "1"},
+            False,
+            "fast",
+            "(LAB_FAST=1 in the environment; LAB_SIZE=long ignored)",
+        ),
+        ({"LAB_SIZE": "FAST"}, False, "fast", "size fast (LAB_SIZE=fast in the environment)"),
+    ],
+    ids=[
+        "default",
+        "notebook-fast",
+        "environment-fast",
+        "environment-wins",
+        "notebook-over-lab-fast-0",
+        "long",
+        "notebook-fast-over-long",
+        "lab-fast-over-long",
+        "lab-size-fast",
+    ],  # fmt: skip
+)
+def test_the_size_and_where_it_was_chosen(environ, fast, size, printed, tmp_path, capsys):
+    from labhelpers import training
+    from labhelpers.config import setup
+
+    config = setup(environ={**environ, "LAB_OUTPUT_DIR": str(tmp_path)}, fast=fast)
+    assert (config.size, config.fast) == (size, size == "fast")
+    assert printed in capsys.readouterr().out
+    assert training.default_settings(config.size) == training.default_settings(size)
+
+
+def test_a_config_made_fast_says_so_in_both_fields():
+    assert LabConfig(fast=True).size == "fast" and LabConfig(size="fast").fast
+    with pytest.raises(LabConfigError, match="size='huge'"):
+        LabConfig(size="huge")
 
 
 def test_get_config_reads_the_environment_until_setup_chooses(monkeypatch, tmp_path):

@@ -26,7 +26,8 @@ def _pins(requirements) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pyproject_pins() -> dict[str, str]:
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    return _pins(project["dependencies"] + project["optional-dependencies"]["test"])
+    extras = project["optional-dependencies"]
+    return _pins(project["dependencies"] + extras["test"] + extras["hub"])
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from labhelpers import analysis, gradients, plots, training
+from labhelpers.seeding import forked
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +62,7 @@ def _comparison(seeds=(0, 1, 2), methods=("full", "lora", "dora")):
                     1000,
                     1.0,
                     0.5,
-                    None,
+                    None if method == "full" else {"r": 3},
                 )  # fmt: skip
             )
     return training.Comparison(
@@ -105,6 +106,22 @@ def test_comparison_figure_has_both_panels():
     assert len(fig.axes) == 2
 
 
+def _scattered(ax, grey: bool) -> np.ndarray:
+    """The (x, y) of every point drawn by scatter in an Axes: the null baseline's grey ones, or the others."""
+    null = matplotlib.colors.to_rgba(plots.NULL_COLOR)
+    found = [
+        c.get_offsets()
+        for c in ax.collections
+        if isinstance(c, matplotlib.collections.PathCollection)
+        and (tuple(c.get_facecolor()[0][:3]) == null[:3]) == grey
+    ]
+    return np.concatenate(found) if found else np.empty((0, 2))
+
+
+def _lines(ax, color) -> list:
+    return [line for line in ax.get_lines() if matplotlib.colors.same_color(line.get_color(), color)]
+
+
 @pytest.mark.parametrize("method", ["full", "lora", "dora"])
 def test_figure2_draws_every_point_and_a_line_per_seed(method):
     trajectory = analysis.decomposition_trajectory(_comparison())
@@ -112,15 +129,54 @@ def test_figure2_draws_every_point_and_a_line_per_seed(method):
     query, value = fig.axes
     for ax, target in ((query, "query"), (value, "value")):
         points = trajectory.select(method, target)
-        offsets = np.concatenate([c.get_offsets() for c in ax.collections])
+        offsets = _scattered(ax, grey=False)
         assert len(offsets) == len(points) == 3 * 2 * 4  # seeds × layers × checkpoints
         np.testing.assert_allclose(sorted(offsets[:, 0]), sorted(p.delta_d for p in points))
-        assert len(ax.get_lines()) == 3  # one least-squares line per seed
+        np.testing.assert_allclose(sorted(offsets[:, 1]), sorted(p.delta_m for p in points))
+        assert len(_lines(ax, "black")) == 3  # one least-squares line per seed
         mean, std, _ = trajectory.spread(method, target, "pearson")
-        assert f"r = {mean:+.2f} ± {std:.2f}" in ax.get_title()
+        null_mean, null_std, _ = trajectory.spread(method, target, "pearson", baseline=True)
+        assert f"r = {mean:+.2f} ± {std:.2f} (null {null_mean:+.2f} ± {null_std:.2f})" in ax.get_title()
+        assert ax.get_xscale() == ax.get_yscale() == "log"
     assert f"paper {analysis.PAPER_FIGURE2['correlation'][method]:+.2f}" in query.get_title()
     assert "; paper" not in value.get_title()
-    assert {len(ax.get_legend().get_texts()) for ax in fig.axes} == {2 + 4 + 1}  # layers, checkpoints, line
+    (legend,) = fig.legends  # one legend for both panels: layers, checkpoints, the fit, the null baseline
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert len(texts) == 2 + 4 + 1 + 1
+    assert texts[-1] == f"null: W0 + random {'dense' if method == 'full' else 'rank-3'} update of the same ΔD"
+
+
+@pytest.mark.parametrize("method", ["full", "dora"])
+def test_figure2_draws_the_null_baseline_in_grey_with_its_own_fit(method):
+    trajectory = analysis.decomposition_trajectory(_comparison())
+    ax = plots.plot_figure2(trajectory, method).axes[0]
+    null = trajectory.select(method, "query", baseline=True)
+    offsets = _scattered(ax, grey=True)
+    assert len(offsets) == len(null) == 3 * 2 * 4
+    np.testing.assert_allclose(sorted(offsets[:, 1]), sorted(p.delta_m for p in null))
+    fits = _lines(ax, plots.NULL_COLOR)
+    assert len(fits) == 3 and {line.get_linestyle() for line in fits} == {"--"}  # one dashed fit per seed
+    for seed, line in zip(trajectory.seeds(method), fits):
+        own = trajectory.select(method, "query", seed, baseline=True)
+        x, y = line.get_data()
+        expected = np.polyfit([p.delta_d for p in own], [p.delta_m for p in own], 1)[0]
+        assert (y[-1] - y[0]) / (x[-1] - x[0]) == pytest.approx(expected, rel=1e-6)
+    (strokes,) = [c for c in ax.collections if isinstance(c, matplotlib.collections.LineCollection)]
+    for stroke in strokes.get_segments():  # each joins a point to its null point, at the same ΔD
+        assert stroke[0][0] == pytest.approx(stroke[1][0], rel=1e-6)
+    assert len(strokes.get_segments()) == len(null)
+    null_slope = analysis.spread_text(*trajectory.spread(method, "query", "slope", baseline=True), "slope")
+    assert f"(null {null_slope})" in ax.get_title()
+
+
+def test_figure2_without_a_baseline_draws_the_trained_points_only():
+    trajectory = analysis.decomposition_trajectory(_comparison(seeds=(0,)))
+    bare = analysis.Trajectory(trajectory.points)
+    fig = plots.plot_figure2(bare, "lora", log=False)
+    ax = fig.axes[0]
+    assert len(_scattered(ax, grey=True)) == 0 and len(ax.get_lines()) == 1
+    assert ax.get_xscale() == "linear" and "null" not in ax.get_title()
+    assert not any("null" in t.get_text() for t in fig.legends[0].get_texts())
 
 
 def test_figure2_least_squares_line_is_the_seeds_fit():
@@ -128,10 +184,10 @@ def test_figure2_least_squares_line_is_the_seeds_fit():
     ax = plots.plot_figure2(trajectory, "dora").axes[0]
     points = trajectory.select("dora", "query", 0)
     d, m = [p.delta_d for p in points], [p.delta_m for p in points]
-    (line,) = ax.get_lines()
+    (line,) = _lines(ax, "black")
     x, y = line.get_data()
-    assert (y[1] - y[0]) / (x[1] - x[0]) == pytest.approx(np.polyfit(d, m, 1)[0], rel=1e-6)
-    assert x[0] == pytest.approx(min(d)) and x[1] == pytest.approx(max(d))
+    assert (y[-1] - y[0]) / (x[-1] - x[0]) == pytest.approx(np.polyfit(d, m, 1)[0], rel=1e-6)
+    assert x[0] == pytest.approx(min(d)) and x[-1] == pytest.approx(max(d))
 
 
 def test_figure2_draws_into_given_axes_and_names_errors():
@@ -167,6 +223,25 @@ def test_magnitude_bars_are_row_norms():
     np.testing.assert_allclose(
         [p.get_height() for p in ax.patches], torch.linalg.vector_norm(W, dim=1).numpy(), rtol=1e-6
     )
+
+
+def test_decomposition_figure_shows_magnitudes_unit_rows_and_a_random_baseline():
+    W = torch.randn(40, 24, generator=torch.Generator().manual_seed(1)) * torch.linspace(0.5, 3, 40)[:, None]
+    norms = torch.linalg.vector_norm(W, dim=1, keepdim=True)
+    fig = plots.plot_decomposition(W, norms, W / norms, rows=slice(4, 12), cols=slice(0, 10))
+    weight, direction = (ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images())
+    np.testing.assert_allclose(weight, W[4:12, :10].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(direction, (W / norms)[4:12, :10].numpy(), rtol=1e-6)
+    bars = next(ax for ax in fig.axes if ax.patches)
+    np.testing.assert_allclose([p.get_width() for p in bars.patches], norms[4:12, 0].numpy(), rtol=1e-6)
+    bottom = next(ax for ax in fig.axes if len(ax.get_lines()) == 3)
+    magnitude, random, unit = (line.get_ydata() for line in bottom.get_lines())
+    np.testing.assert_allclose(magnitude, norms[:, 0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(unit, np.ones(40), rtol=1e-6)
+    # The baseline: a matrix of W's shape whose entries have W's standard deviation, drawn from the given seed.
+    with forked(0):
+        expected = torch.randn(W.shape, dtype=torch.float64) * float(np.std(W.numpy(), dtype=np.float64))
+    np.testing.assert_allclose(random, torch.linalg.vector_norm(expected, dim=1).numpy(), rtol=1e-6)
 
 
 def test_gradient_norms_figure_has_one_panel_per_quantity():

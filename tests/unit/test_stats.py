@@ -30,8 +30,9 @@ def test_correlation_is_nan_without_spread(xs, ys):
 
 @pytest.mark.parametrize(
     "xs, ys",
-    [([1, 2, 2, 3, 5], [2, 1, 4, 4, 9]), ([0.3, -1.0, 2.0, 0.5], [1.0, 1.0, -3.0, 2.0]), (list(range(8)), [x**3 for x in range(8)])],
-    ids=["ties", "negative", "monotone"],
+    [([1, 2, 2, 3, 5], [2, 1, 4, 4, 9]), ([0.3, -1.0, 2.0, 0.5], [1.0, 1.0, -3.0, 2.0]), (list(range(8)), [x**3 for x in range(8)]),
+     ([round(math.sin(i), 1) for i in range(300)], [round(math.cos(3 * i), 2) for i in range(300)])],
+    ids=["ties", "negative", "monotone", "many-ties"],
 )  # fmt: skip
 def test_spearman_and_slope_match_scipy(xs, ys):
     from scipy import stats as scipy_stats

@@ -102,7 +102,7 @@ def test_tune_options_give_the_student_size_with_the_methods_seeds_and_sentences
     options = TuneOptions(n_train=320, seeds=(0, 1), methods=("lora", "dora"))
     settings = options.settings()
     assert (settings.methods, settings.seeds, settings.n_train) == (("lora", "dora"), (0, 1), 320)
-    assert settings.batch_size == training.default_settings(fast=False).batch_size
+    assert settings.batch_size == training.default_settings("student").batch_size
     search = options.search()
     assert search.grid == {"lora": GRID["lora"], "dora": GRID["dora"]} and search.n_heldout == 1000
 

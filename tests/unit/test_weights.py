@@ -1,4 +1,5 @@
-"""weights: ΔM/ΔD against a row-by-row definition, merged weights against PEFT's merge_and_unload, module names."""
+"""weights: ΔM/ΔD against a row-by-row definition, per-row turn and excess, the null update, merged weights against
+PEFT's merge_and_unload, module names."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from labhelpers.weights import layer_and_target, linear_weights, magnitude_direction_change, merged_weights
+from labhelpers.stats import spearman
+from labhelpers.weights import (
+    layer_and_target,
+    linear_weights,
+    magnitude_direction_change,
+    merged_weights,
+    random_update_like,
+    row_changes,
+)
 
 
 def _loop_measure(W0: torch.Tensor, W: torch.Tensor) -> tuple[float, float]:
@@ -68,6 +77,73 @@ def test_magnitude_direction_change_uses_rows_not_columns():
     W = W0 * torch.linspace(0.5, 2.0, 6, dtype=W0.dtype)[:, None]  # pure per-row scaling: no direction change
     assert magnitude_direction_change(W0, W)[1] == pytest.approx(0, abs=1e-12)
     assert magnitude_direction_change(W0.T, W.T)[1] > 1e-3
+
+
+def _orthogonal_to_rows(W0: torch.Tensor, seed: int) -> torch.Tensor:
+    """A random update whose every row is orthogonal to the same row of W0."""
+    update = _random(W0.shape, seed)
+    unit = W0 / torch.linalg.vector_norm(W0, dim=1, keepdim=True)
+    return update - (update * unit).sum(dim=1, keepdim=True) * unit
+
+
+def test_excess_magnitude_is_zero_for_an_update_orthogonal_to_every_row():
+    W0 = _random((9, 14), 5)
+    one_minus_cos, excess = row_changes(W0, W0 + 0.3 * _orthogonal_to_rows(W0, 6))
+    assert (one_minus_cos > 1e-3).all()  # the rows turned (and grew to ||W0_i|| / cos_i) …
+    torch.testing.assert_close(excess, torch.zeros(9, dtype=torch.float64), rtol=0, atol=1e-12)  # … and no more
+
+
+def test_excess_magnitude_is_the_along_row_part_over_cos():
+    W0 = _random((9, 14), 7)
+    unit = W0 / torch.linalg.vector_norm(W0, dim=1, keepdim=True)
+    along = torch.linspace(-0.4, 0.6, 9, dtype=torch.float64)
+    W = W0 + along[:, None] * unit + 0.3 * _orthogonal_to_rows(W0, 8)
+    one_minus_cos, excess = row_changes(W0, W)
+    cos = torch.nn.functional.cosine_similarity(W, W0, dim=1)
+    torch.testing.assert_close(one_minus_cos, 1 - cos)
+    torch.testing.assert_close(excess, along / cos)
+
+
+@pytest.mark.parametrize(
+    "change, low, high",
+    [("random added update", -0.15, 0.15), ("turn keeping each row's length", -1.0, -0.95)],
+    ids=["added", "length-keeping"],
+)
+def test_excess_magnitude_rank_correlation_has_the_reference_points_of_its_definition(change, low, high):
+    W0 = _random((384, 64), 12) * torch.linspace(0.5, 2.0, 384, dtype=torch.float64)[:, None]
+    W = W0 + 0.05 * _random((384, 64), 13)
+    if change == "turn keeping each row's length":
+        W = W / torch.linalg.vector_norm(W, dim=1, keepdim=True) * torch.linalg.vector_norm(W0, dim=1, keepdim=True)
+    one_minus_cos, excess = row_changes(W0, W)
+    assert low <= spearman(one_minus_cos.tolist(), excess.tolist()) <= high
+
+
+@pytest.mark.parametrize("rank, expected_rank", [(1, 1), (3, 3), (None, 9)], ids=["rank-1", "rank-3", "dense"])
+@pytest.mark.parametrize("delta_d", [1e-6, 4e-4, 3e-2])
+def test_null_update_has_the_requested_direction_change_and_rank(rank, expected_rank, delta_d):
+    W0 = _random((9, 14), 9).float().double()  # a float32 weight, as the checkpoints keep them
+    update = random_update_like(W0.float(), delta_d, rank, seed=3)
+    assert update.dtype == torch.float64 and update.shape == W0.shape
+    assert magnitude_direction_change(W0, W0 + update)[1] == pytest.approx(delta_d, rel=1e-8)
+    assert torch.linalg.matrix_rank(update).item() == expected_rank
+
+
+def test_null_update_is_seeded_and_leaves_the_callers_generators_alone():
+    W0 = _random((9, 14), 10)
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = random_update_like(W0, 1e-3, 2, seed=4)
+    assert torch.equal(torch.rand(3), expected_next)
+    assert torch.equal(random_update_like(W0, 1e-3, 2, seed=4), first)
+    assert not torch.equal(random_update_like(W0, 1e-3, 2, seed=5), first)
+
+
+def test_null_update_of_zero_change_is_zero_and_an_unreachable_change_is_refused():
+    W0 = _random((9, 14), 11)
+    assert not random_update_like(W0, 0.0, 2, seed=0).any()
+    with pytest.raises(ValueError, match="cannot be reached"):
+        random_update_like(W0, 1.5, 2, seed=0)  # a random update can turn rows by about 90° on average, not more
 
 
 def _tiny_bert(seed=0):

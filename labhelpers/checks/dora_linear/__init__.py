@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labhelpers.checks.core import CheckFailed, run_check, student_error, unchanged
+from labhelpers.checks.dora_linear.mistakes import FORWARD_LESSONS
 from labhelpers.checks.dora_linear.outputs import judge_initial_output, judge_initial_values, judge_runs
 from labhelpers.checks.dora_linear.structure import STRUCTURE_JUDGES
 from labhelpers.probes.core import Observation, isolated
@@ -31,8 +32,9 @@ def judge_base_unchanged(obs: Observation, case: DoRALinearCase) -> None:
         f"{case.key}/end/weight" in obs.tensors and not unchanged(obs, f"{case.key}/end/weight", case.W0)
     ):
         raise CheckFailed(
-            f"{case.what} changed the pretrained weight in place: keep base_layer.weight unchanged (no in-place "
-            f"ops or .data assignments on it; compute the adapted weight as a new tensor)."
+            f"{case.what} changed the pretrained weight in place: W0 must stay as it was, since every forward computes "
+            f"V = W0 + s·B·A from it. Compute the adapted weight as a new tensor (no in-place operations on the "
+            f"weight, no writes through its .data)."
         )
 
 
@@ -43,9 +45,9 @@ def judge_case(obs: Observation, case: DoRALinearCase) -> None:
             judge_one(obs, case)
     except CheckFailed as failure:
         if failure.missing:  # the probe stopped there: the exception in student code says why
-            student_error(obs, f"{case.key}/error")
+            student_error(obs, f"{case.key}/error", lessons=FORWARD_LESSONS)
         raise
-    student_error(obs, f"{case.key}/error")
+    student_error(obs, f"{case.key}/error", lessons=FORWARD_LESSONS)
     judge_base_unchanged(obs, case)
 
 

@@ -10,7 +10,12 @@ from labhelpers.checks.dora_linear.reference import PeftRun, case_inputs, not_de
 from labhelpers.probes.core import Observation
 from labhelpers.probes.dora_linear import TRAINABLE, DoRALinearCase, row_norms
 
-OUTPUT_HINT = "forward should `return` a tensor of shape (..., out_features)."
+LORA_INIT = (
+    "LoRA paper, Hu et al. 2021, §4.1; PEFT draws lora_A Kaiming-uniform, see reset_lora_parameters in "
+    "peft/tuners/lora/layer.py"
+)
+"""Where the init of lora_A and lora_B is written down."""
+OUTPUT_HINT = "forward maps an input (..., in_features) to an output (..., out_features), like nn.Linear."
 
 
 def judge_initial_values(obs: Observation, case: DoRALinearCase) -> None:
@@ -19,31 +24,31 @@ def judge_initial_values(obs: Observation, case: DoRALinearCase) -> None:
     if bool(B.any()):
         if not bool(A.any()):
             raise CheckFailed(
-                "the inits of lora_A and lora_B are swapped: lora_B should start at zero and lora_A random (PEFT: "
-                "Kaiming-uniform A, zero B), so the layer starts equal to its base layer and both get gradients."
+                f"the inits of lora_A and lora_B are swapped: lora_B starts at zero and lora_A random, so that the "
+                f"layer starts equal to its base layer and both get gradients ({LORA_INIT})."
             )
         raise CheckFailed(
-            "lora_B is not zero at the start: initialise it with zeros (nn.init.zeros_ / torch.zeros), as PEFT does, "
-            "so that B @ A = 0 and the layer starts exactly equal to its base layer."
+            f"lora_B is not zero at the start: with B = 0 the update B·A is zero, so the layer starts exactly equal to "
+            f"its base layer ({LORA_INIT})."
         )
     if not bool(A.any()):
         raise CheckFailed(
-            "lora_A is all zeros at the start: with lora_B also zero neither gets a gradient and the adapter never "
-            "trains; initialise lora_A randomly, e.g. nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5)) as PEFT does."
+            f"lora_A is all zeros at the start: with lora_B also zero, dL/dA has a factor B and dL/dB a factor A, so "
+            f"neither ever gets a gradient and the adapter never trains. lora_A starts random ({LORA_INIT})."
         )
     norms = row_norms(case.W0)
     if not is_close(m, norms):
         if is_close(m, torch.ones_like(m)):
-            hint = "magnitude starts at ones: initialise it to the row norms of the base weight, torch.linalg.vector_norm(W, dim=1, keepdim=True)."
+            hint = "magnitude starts at ones: it starts at the length of each row of W0 (Exercise 1's magnitude)."
         elif is_close(m, norms**2):
-            hint = "magnitude starts at the squared row norms: take the L2 norm (square root of the sum of squares)."
+            hint = "magnitude starts at the squared row norms: the L2 norm is the square root of the sum of squares."
         else:
-            hint = "initialise magnitude to the row norms of the base weight (decompose_weight's magnitude)."
+            hint = "magnitude does not start at the length of each row of W0 (Exercise 1's magnitude)."
         assert_close(
             m,
             norms,
             "DoRALinear.magnitude at initialisation",
-            hint=hint + " Then the layer starts equal to its base layer.",
+            hint=hint + " Then m·V/‖V‖ = W0 at the start, and the layer starts equal to its base layer.",
         )
 
 
@@ -64,16 +69,17 @@ def judge_initial_output(obs: Observation, case: DoRALinearCase) -> None:
             continue
         if mode == "train" and case.p > 0:
             hint = (
-                "In train mode with lora_B = 0 and magnitude = ||W||, the output should equal base_layer(x) exactly, "
-                "but it differs: dropout is applied to the frozen base path too. Apply lora_dropout on the adapter path "
-                f"only, as PEFT: {PEFT_FORMULA}."
+                "dropout is applied to the frozen base path too: in train mode with lora_B = 0 and magnitude = ‖W0‖ "
+                "the output should equal base_layer(x) exactly, and it differs. The frozen path takes the clean x and "
+                f"only the adapter path the dropped-out x_d, as in PEFT: {PEFT_FORMULA}."
             )
         else:
             found = recognise(
                 y, output_mistakes(case.r, case.lora_alpha, False), output_builder(case_inputs(case, x, None, params))
             )
             hint = explain(found) or (
-                "A fresh DoRALinear (lora_B = 0, magnitude = row norms of W) should compute exactly base_layer(x)."
+                "a fresh DoRALinear (lora_B = 0, magnitude = the row norms of W0) should compute exactly base_layer(x), "
+                "and yours does not, in a way no known mistake explains."
             )
         assert_close(y, expected, f"the output of a fresh {case.what} vs base_layer(x) ({mode} mode)", hint=hint)
 
@@ -93,15 +99,20 @@ def judge_output(obs: Observation, case: DoRALinearCase, run: PeftRun) -> None:
         dropout = run.inputs.x_d is not None
         found = recognise(y, output_mistakes(case.r, case.lora_alpha, dropout), output_builder(run.inputs))
         hint = explain(found) or (
-            "Expected PEFT's DoRA: y = base(x) + (m/||V|| - 1)·(x_d Wᵀ) + (m/||V||)·scaling·(x_d Aᵀ Bᵀ), ||V|| = "
-            "row norms of W + scaling·B·A."
-            + (" Call self.lora_dropout once and use the same x_d in both adapter terms." if run.training else "")
+            f"your output differs from PEFT's DoRA in a way no known mistake explains. PEFT computes {PEFT_FORMULA}, "
+            f"with V = W0 + s·B·A and ‖V‖ its row norms (paper Eq. 5 with PEFT's scaling s; Exercise 2's contract)."
+            + (
+                " Draw the dropout once per forward and use the same x_d in both adapter terms (PEFT calls its "
+                "dropout once)."
+                if run.training
+                else ""
+            )
         )
         assert_close(y, run.output, f"the output of {where} vs PEFT's DoRA", hint=hint)
     if not obs.facts[f"{run.key}/output"]["requires_grad"]:
         raise CheckFailed(
-            f"the output of {where} does not require grad: don't use torch.no_grad(), .detach() or .data on "
-            f"magnitude, lora_A or lora_B in forward."
+            f"the output of {where} does not require grad: forward cut the graph from magnitude, lora_A and lora_B (a "
+            f"no-grad block, a detached copy, or .data), so autograd sees them as constants and nothing would train."
         )
 
 
@@ -115,8 +126,8 @@ def judge_gradients(obs: Observation, case: DoRALinearCase, run: PeftRun) -> Non
             raise CheckFailed(f"the gradient of {name} for {where} was not recorded.", missing=True)
         if facts.get("kind") == "none":
             raise CheckFailed(
-                f"{name} gets no gradient from {where}: use self.{name} itself in forward (not a copy, .data or "
-                f".detach()), so that it trains."
+                f"{name} gets no gradient from {where}: forward must compute with the parameter itself; a detached "
+                f"copy or its .data is a constant to autograd, so {name} would never train."
             )
         expected = run.grads[name]
         grad = expect_tensor(
@@ -128,11 +139,15 @@ def judge_gradients(obs: Observation, case: DoRALinearCase, run: PeftRun) -> Non
             not_detached = not_detached_grads(run)
         if name != "magnitude" and is_close(grad, not_detached[name]):
             hint = (
-                "the gradient matches DoRA WITHOUT a detached norm: detach ||W + scaling·B·A|| in forward "
-                "(norm.detach()), as the paper (§4.3) and PEFT do; it stays in the forward pass but gets no gradient."
+                "the gradient matches DoRA without a detached norm: the paper (§4.3) and PEFT treat ‖V‖ = ‖W0 + "
+                "s·B·A‖ as a constant in backpropagation. It follows V in the forward pass but gets no gradient, which "
+                "saves memory; Exercise 3 shows what it changes in the gradient."
             )
         else:
-            hint = "the output matches PEFT but this gradient does not: check for .detach()/.data on trainable parameters in forward."
+            hint = (
+                f"the output matches PEFT but the gradient of {name} does not: part of the computation that involves "
+                f"{name} is cut from autograd's graph (a detached copy, .data, or a no-grad block)."
+            )
         assert_close(grad, expected, f"the gradient of {name} for {where} vs PEFT's DoRA", hint=hint)
 
 

@@ -7,8 +7,17 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from labhelpers.checks.core import CheckFailed, Mistake, explain, recognise, run_check, student_error
+from labhelpers.checks.core import (
+    CheckFailed,
+    Mistake,
+    explain,
+    number_tolerance_text,
+    recognise,
+    run_check,
+    student_error,
+)
 from labhelpers.checks.finetune.reference import SeedCase, numbers_agree, reference_evaluate_accuracy, returned_number
+from labhelpers.checks.messages import verdict
 from labhelpers.probes.core import Observation, isolated
 from labhelpers.probes.finetune import EvaluateSpec, evaluate_case, evaluate_probe, parameters
 
@@ -25,15 +34,19 @@ def _judge_evaluation_calls(obs: Observation, case: SeedCase) -> None:
     if f"{key}/result" not in obs.facts:
         raise CheckFailed(f"{what} was not run (the check stopped before it).")
     if not training:
-        raise CheckFailed(f"{what} never called the model: predict with `model(**batch).logits.argmax(dim=-1)`.")
+        raise CheckFailed(
+            f"{what} never called the model: each batch's predictions come from the model's logits on that batch (the "
+            f"class with the largest logit)."
+        )
     if any(training):
         raise CheckFailed(
-            f"{what} ran the model in training mode (dropout on, random predictions): call model.eval() first."
+            f"{what} ran the model in training mode: dropout is then on and the predictions are random, so an "
+            f"evaluation first switches the model to evaluation mode (nn.Module has a method for each mode)."
         )
     if any(grad_enabled):
         raise CheckFailed(
-            f"{what} ran the model with gradient tracking on: wrap the loop in `with torch.no_grad():` "
-            f"(evaluation needs no gradients; tracking them wastes memory and time)."
+            f"{what} ran the model with gradient tracking on: evaluation needs no gradients, and tracking them costs "
+            f"memory and time; switch it off around the loop (PyTorch has a context manager for this)."
         )
     start = parameters(evaluate_case(case.spec, case.seed).model)
     if obs.facts.get(f"{key}/has_grad") or not all(
@@ -41,7 +54,8 @@ def _judge_evaluation_calls(obs: Observation, case: SeedCase) -> None:
         for name, value in start.items()
     ):
         raise CheckFailed(
-            f"{what} changed the model or its gradients: evaluation must not train (no backward, no step)."
+            f"{what} changed the model or its gradients: evaluation measures the model as it is, so no backward pass "
+            f"and no optimiser step."
         )
 
 
@@ -61,22 +75,28 @@ def _judge_accuracy(obs: Observation, case: SeedCase) -> None:
     mistakes = [
         Mistake("a percentage: return the fraction (between 0 and 1), without multiplying by 100",
                 value=lambda: 100 * expected),
-        Mistake("the number of correct predictions divided by the number of batches: divide by the number of "
-                "examples, e.g. total += batch['labels'].numel()", value=lambda: n_correct / len(sizes)),
+        Mistake("the number of correct predictions divided by the number of batches: the accuracy divides by the "
+                "number of examples, counted over every batch (the last one is smaller)",
+                value=lambda: n_correct / len(sizes)),
         Mistake("the mean of the per-batch accuracies, which counts the smaller last batch as much as a full one: "
                 "count correct predictions and examples over all batches, then divide",
                 value=lambda: sum(per_batch) / len(per_batch)),
         Mistake("the number of correct predictions: divide by the number of examples", value=lambda: float(n_correct)),
-        Mistake("the fraction of wrong predictions: compare predictions == labels", value=lambda: 1 - expected),
+        Mistake("the fraction of wrong predictions: count the predictions that equal the label",
+                value=lambda: 1 - expected),
         Mistake("the accuracy of the last batch only: accumulate over every batch", value=lambda: per_batch[-1]),
     ]  # fmt: skip
     found = recognise(accuracy, mistakes, matches=lambda a, value: numbers_agree(a, value, ACCURACY_RTOL), pairs=False)
+    evidence = f"Expected {expected:.6g} ({n_correct} of {spec.n_examples} examples right), got {accuracy:.6g}"
     if found:
-        raise CheckFailed(f"{what} returned {accuracy:.6g}, expected {expected:.6g}; you returned {explain(found)}.")
+        raise CheckFailed(verdict(f"{what} returned {explain(found)}", evidence, number_tolerance_text(ACCURACY_RTOL)))
     raise CheckFailed(
-        f"{what} returned {accuracy:.6g}, expected {expected:.6g} ({n_correct} of {spec.n_examples} examples "
-        f"right): predict model(**batch).logits.argmax(dim=-1), compare with batch['labels'], and divide the "
-        f"number correct by the number of examples."
+        verdict(
+            f"{what} returned a number no known mistake explains. The accuracy is the number of examples whose "
+            f"predicted class (the largest logit) equals the label, divided by the number of examples",
+            evidence,
+            number_tolerance_text(ACCURACY_RTOL),
+        )
     )
 
 

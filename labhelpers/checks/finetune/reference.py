@@ -1,4 +1,4 @@
-"""Exercise 4's references: the configuration and loops the judges compare with, and what the judges share.
+"""Exercise 4's references: the PEFT model and loops the judges compare with, and what the judges share.
 
 The training judges rebuild the probe's tiny BERT classifier from the same seed, run the reference loop (and, to
 name a mistake, the loop with that mistake) from the same state with the same dropout masks, and compare what
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from labhelpers.checks.core import NUMBER_ATOL, CheckFailed, describe_facts
+from labhelpers.checks.messages import verdict
 from labhelpers.probes.core import Observation, reseed
 from labhelpers.probes.finetune import DROPOUT_SEED_OFFSET, EvaluateSpec, TrainEpochSpec, parameters, train_epoch_start
 
@@ -29,6 +30,23 @@ def reference_lora_config(use_dora: bool):
 
     settings = {**EXPECTED_LORA_CONFIG, "target_modules": sorted(EXPECTED_LORA_CONFIG["target_modules"])}
     return LoraConfig(task_type=TaskType.SEQ_CLS, use_dora=use_dora, **settings)
+
+
+def reference_make_peft_model(base_model: nn.Module, use_dora: bool):
+    """Wrap `base_model` (in place) with PEFT's LoRA or DoRA adapters of the lab's configuration; return the PeftModel.
+
+    What Exercise 4's make_peft_model asks for, and what `dora-lab tune` trains with.
+
+    Args:
+        base_model: a sequence classifier, e.g. from models.load_base_model (adapted in place, not copied).
+        use_dora: DoRA (True) or LoRA (False).
+
+    Returns:
+        The PeftModel: query/value adapters (rank 8) trainable, the head trainable (modules_to_save), the rest frozen.
+    """
+    from peft import get_peft_model
+
+    return get_peft_model(base_model, reference_lora_config(use_dora))
 
 
 def reference_train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer) -> float:
@@ -71,17 +89,26 @@ def returned_number(obs: Observation, key: str, what: str, how: str) -> float:
     if facts is None:
         raise CheckFailed(f"{what} was not run (the check stopped before it).", missing=True)
     if facts["kind"] == "none":
-        raise CheckFailed(f"{what} returned None: did you forget `return {how}`?")
+        raise CheckFailed(
+            f"{what} returned None: did you forget to return {how}? A function that ends without a return statement "
+            f"returns None."
+        )
     if facts["kind"] in ("tensor", "parameter"):
         raise CheckFailed(
-            f"{what} returned a tensor of shape {tuple(facts['shape'])}, expected a Python float: convert with .item() "
-            f"(e.g. `loss.item()`), which also lets the computation graph be freed."
+            verdict(
+                f"{what} returned a tensor where a Python float is expected: turn the one-number tensor into a float "
+                f"(Tensor.item in PyTorch's documentation), which also lets its computation graph be freed",
+                f"Expected a float, got a tensor of shape {tuple(facts['shape'])}",
+            )
         )
     if facts["kind"] != "number":
-        raise CheckFailed(f"{what} returned {describe_facts(facts)}, expected a Python float ({how}).")
+        raise CheckFailed(verdict(f"{what} should return a Python float, {how}", f"Got {describe_facts(facts)}"))
     value = facts["value"]
     if isinstance(value, str) or not math.isfinite(value):
-        raise CheckFailed(f"{what} returned {value}: a division by zero or an empty loop? It should be {how}.")
+        raise CheckFailed(
+            verdict(f"{what} returned a number that is not finite: a division by zero, or an empty loop? It should be "
+                    f"{how}", f"Got {value}")
+        )  # fmt: skip
     return float(value)
 
 

@@ -6,7 +6,16 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from labhelpers.checks.core import CheckFailed, Mistake, assert_close, explain, recognise, run_check, student_error
+from labhelpers.checks.core import (
+    CheckFailed,
+    Mistake,
+    assert_close,
+    explain,
+    number_tolerance_text,
+    recognise,
+    run_check,
+    student_error,
+)
 from labhelpers.checks.finetune.reference import (
     SeedCase,
     numbers_agree,
@@ -15,6 +24,7 @@ from labhelpers.checks.finetune.reference import (
     returned_number,
     train_variant,
 )
+from labhelpers.checks.messages import verdict
 from labhelpers.probes.core import Observation, isolated
 from labhelpers.probes.finetune import TrainEpochSpec, parameters, train_epoch_probe, train_epoch_start
 
@@ -38,8 +48,8 @@ def _judge_training_calls(obs: Observation, case: SeedCase) -> None:
     if f"{key}/error" in obs.facts:
         if grad_enabled and not all(grad_enabled):
             raise CheckFailed(
-                f"{what} ran the model with gradients switched off, so loss.backward() failed: no "
-                f"torch.no_grad() (or inference_mode) around the training forward pass.",
+                f"{what} ran the model with gradients switched off, so the backward pass failed: training needs "
+                f"gradient tracking on during the forward pass (no no-grad or inference-mode block around it).",
                 cause=f"{key}/error",
             )
         student_error(obs, f"{key}/error")
@@ -47,19 +57,24 @@ def _judge_training_calls(obs: Observation, case: SeedCase) -> None:
         raise CheckFailed(f"{what} was not run (the check stopped before it).")
     batches = obs.facts[f"{key}/batches"]
     if not training:
-        raise CheckFailed(f"{what} never called the model: for each batch compute `loss = model(**batch).loss`.")
+        raise CheckFailed(
+            f"{what} never called the model: each batch's loss comes from the model itself (a Hugging Face classifier "
+            f"given the labels in its batch returns the loss)."
+        )
     if len(training) != batches:
         raise CheckFailed(
-            f"{what} called the model {len(training)} times for {batches} batches: one forward pass per batch, "
-            f"`for batch in loader: loss = model(**batch).loss`."
+            verdict(f"{what} did not run one forward pass per batch", f"Expected {batches} calls, got {len(training)}")
         )
     if not all(training):
         raise CheckFailed(
-            f"{what} ran the model in evaluation mode (dropout off): call model.train() at the start of the "
-            f"epoch (the model may arrive in eval mode, e.g. after evaluate_accuracy)."
+            f"{what} ran the model in evaluation mode, with dropout off: switch it to training mode at the start of the "
+            f"epoch, since it may arrive in evaluation mode (e.g. after evaluate_accuracy)."
         )
     if not all(grad_enabled):
-        raise CheckFailed(f"{what} ran the model with gradients switched off: no torch.no_grad() in training.")
+        raise CheckFailed(
+            f"{what} ran the model with gradients switched off: training needs gradient tracking on during the "
+            f"forward pass."
+        )
 
 
 def _trained_parameters(obs: Observation, case: SeedCase) -> dict[str, torch.Tensor]:
@@ -74,7 +89,8 @@ def _trained_parameters(obs: Observation, case: SeedCase) -> dict[str, torch.Ten
         params[name] = value
     if all(torch.equal(params[name], p) for name, p in initial.items()):
         raise CheckFailed(
-            f"{case.what} left every parameter unchanged: after `loss.backward()` call `optimizer.step()` for every batch."
+            f"{case.what} left every parameter unchanged: the backward pass only computes gradients; the optimiser's "
+            f"step applies them, once per batch."
         )
     return params
 
@@ -87,15 +103,16 @@ def _judge_parameters(case: SeedCase, params: dict[str, torch.Tensor]) -> float:
     _, accumulated = reference_epoch(case.spec, case.seed, train_variant, zero_grad=False)
     if same_parameters(params, accumulated):
         raise CheckFailed(
-            f"the parameters after {case.what} match an epoch without optimizer.zero_grad(): gradients add up "
-            f"across batches unless you clear them; call optimizer.zero_grad() after optimizer.step() (or "
-            f"before loss.backward())."
+            f"the parameters after {case.what} match an epoch whose gradients were never cleared: the backward pass "
+            f"adds to the gradients already stored, so without clearing them (the optimiser's zero_grad) every step "
+            f"also applies the gradients of all earlier batches."
         )
     name = max(params, key=lambda n: float((params[n] - ref_params[n]).abs().max()))
     assert_close(
         params[name], ref_params[name], f"parameter {name} after {case.what}",
-        hint="Each batch should do exactly: loss = model(**batch).loss; loss.backward(); optimizer.step(); "
-        "optimizer.zero_grad().",
+        hint="the parameters after one epoch differ from the reference epoch's in a way no known mistake explains: "
+        "each batch is one forward pass, one backward pass, one optimiser step and clearing the gradients, nothing "
+        "more.",
     )  # fmt: skip
     return ref_loss
 
@@ -110,7 +127,7 @@ def _judge_mean_loss(obs: Observation, case: SeedCase, ref_loss: float) -> None:
     if numbers_agree(loss, ref_loss, LOSS_RTOL) or numbers_agree(loss, by_example, LOSS_RTOL):
         return
     mistakes = [
-        Mistake("the loss of the last batch: collect every batch's loss.item() and return their mean",
+        Mistake("the loss of the last batch: the epoch's loss is the mean over every batch",
                 value=lambda: losses[-1]),
         Mistake("the sum of the batch losses: divide by the number of batches to get the mean",
                 value=lambda: sum(losses)),
@@ -119,13 +136,19 @@ def _judge_mean_loss(obs: Observation, case: SeedCase, ref_loss: float) -> None:
                 "its examples, so divide by the number of batches", value=lambda: sum(losses) / spec.n_examples),
     ]  # fmt: skip
     found = recognise(loss, mistakes, matches=lambda a, value: numbers_agree(a, value, LOSS_RTOL), pairs=False)
+    evidence = (
+        f"Expected the mean batch loss {ref_loss:.6g} (batch losses {', '.join(f'{x:.4g}' for x in losses)}), got "
+        f"{loss:.6g}"
+    )
     if found:
-        raise CheckFailed(
-            f"{what} returned {loss:.6g}, expected the mean batch loss {ref_loss:.6g}; you returned {explain(found)}."
-        )
+        raise CheckFailed(verdict(f"{what} returned {explain(found)}", evidence, number_tolerance_text(LOSS_RTOL)))
     raise CheckFailed(
-        f"{what} returned {loss:.6g}, expected the mean batch loss {ref_loss:.6g} (batch losses "
-        f"{', '.join(f'{x:.4g}' for x in losses)}): return sum(losses) / len(losses) with losses.append(loss.item())."
+        verdict(
+            f"{what} returned a number no known mistake explains: the epoch's loss is the mean of the batch losses, "
+            f"each taken as a Python float",
+            evidence,
+            number_tolerance_text(LOSS_RTOL),
+        )
     )
 
 

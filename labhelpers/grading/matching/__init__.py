@@ -38,6 +38,8 @@ test cells) and *answer cells* (``solution: true``: a code stub or "YOUR ANSWER 
 (``state``) carries the release's cells (``release``), the submitted parts (``submission``) and the notes (``notes``)
 through the steps:
 
+0. ``forged``: a cell whose nbgrader metadata claims points the release does not give (a grade_id of its own, or
+   other points) is named for review; the rebuilt notebook's grade cells are the release's, so nbgrader never sees it.
 1. ``merged``: instructor cells that are nowhere as a cell of their own are looked for inside merged cells and cut
    out of them.
 2. ``anchors``: instructor cells are anchored in order: a submitted cell is an instructor cell by grade_id or by its
@@ -48,10 +50,15 @@ through the steps:
    the markdown between their question and the next instructor cell. A cell right after an answer's part continues it
    when it cannot stand alone (a split's later parts lose their metadata in VS Code and Colab): code that is indented
    or parses only joined to the part above, or any markdown after a written answer.
-4. ``choose``: the parts of a split answer are joined in order; an identical copy is dropped; when several cells
-   define the same stub function, the last one above its test cell is the answer (what the notebook ran) and the
-   others stay as plain cells.
-5. ``build``: cells that are none of these are kept after the release cell they followed, without nbgrader metadata.
+4. ``choose``: the parts of a split answer are joined in order (a written answer's pasted images pooled,
+   ``attachments``); an identical copy, or the untouched stub beside the student's own version, is dropped; when
+   several cells define the same stub function, the last one above its test cell is the answer (what the notebook
+   ran) and the others stay as plain cells.
+5. ``definitions``: a code answer whose own cell has only its stub is looked for in the other cells (every definition
+   gathered in the first answer cell): the last definition of each stub name that is not the stub is graded, and the
+   stub gives way to a comment saying where it is, so that it no longer shadows it.
+6. ``build``: cells that are none of these are kept after the release cell they followed, without nbgrader metadata;
+   markdown cells keep their images (one that a cell refers to but lacks is marked in its place).
 
 ``rebuild`` runs the steps (`tidy`).
 """

@@ -7,6 +7,7 @@ import re
 
 import nbformat
 
+from labhelpers.grading.matching.attachments import completed
 from labhelpers.grading.matching.state import Matching
 from labhelpers.grading.matching.submission import SubmittedPart
 
@@ -23,21 +24,21 @@ def build(matching: Matching) -> tuple[nbformat.NotebookNode, list[str]]:
     release = matching.release_notebook
     notebook = nbformat.v4.new_notebook(metadata=copy.deepcopy(dict(release.get("metadata", {}))))
     ids = _NewIds({cell.get("id") for cell in release.cells})
-    after = _added_after(matching)
+    after = added_after(matching)
     added_code: list[str] = []
     for index in range(-1, len(matching.release)):
         if index >= 0:
             notebook.cells.append(_release_cell(matching, index))
         for position in after.get(index, []):
             part = matching.parts[position]
-            notebook.cells.append(_added_cell(part, ids.new(part.cell_id)))
+            notebook.cells.append(_added_cell(matching, part, ids.new(part.cell_id)))
             if part.cell_type == "code":
                 added_code.append(part.source)
     notebook.nbformat, notebook.nbformat_minor = 4, 5
     return notebook, added_code
 
 
-def _added_after(matching: Matching) -> dict[int, list[int]]:
+def added_after(matching: Matching) -> dict[int, list[int]]:
     """Return {release index: positions of the added parts that follow it} (-1: above the first release cell).
 
     An added part is one that became no release cell, was not dropped, and is not blank.
@@ -57,6 +58,8 @@ def _release_cell(matching: Matching, index: int) -> nbformat.NotebookNode:
     cell = copy.deepcopy(released.cell)
     if released.answer:
         cell.source = matching.answers[released.grade_id]
+        if cell.cell_type != "code":
+            _attach(matching, cell, matching.attachments.get(released.grade_id, {}), f"answer {released.grade_id}")
     if cell.cell_type == "code":
         cell.outputs, cell.execution_count = [], None
     if not isinstance(cell.get("id"), str) or not _CELL_ID.match(cell["id"]):
@@ -64,13 +67,25 @@ def _release_cell(matching: Matching, index: int) -> nbformat.NotebookNode:
     return cell
 
 
-def _added_cell(part: SubmittedPart, cell_id: str) -> nbformat.NotebookNode:
-    """Return a cell the student added, without nbgrader metadata or outputs."""
+def _added_cell(matching: Matching, part: SubmittedPart, cell_id: str) -> nbformat.NotebookNode:
+    """Return a cell the student added, without nbgrader metadata or outputs (a markdown cell with its images)."""
     cell = {"id": cell_id, "cell_type": part.cell_type, "metadata": {}, "source": part.source}
     if part.cell_type == "code":
         cell.update(execution_count=None, outputs=[])
+    else:
+        _attach(matching, cell, part.attachments, "an added cell")
     # Built as plain JSON: nbformat.v4.new_*_cell validates each cell, 3 ms apiece.
     return nbformat.from_dict(cell)
+
+
+def _attach(matching: Matching, cell: dict, attachments: dict[str, dict[str, str]], what: str) -> None:
+    """Give a markdown or raw cell the images its text shows (one saying so for each it lacks); note those it lacked."""
+    cell.pop("attachments", None)
+    attachments, missing = completed(cell["source"], attachments)
+    if attachments:
+        cell["attachments"] = attachments
+    if missing:
+        matching.notes.add("images", f"image {', '.join(missing)} missing from {what}, marked in its place")
 
 
 class _NewIds:

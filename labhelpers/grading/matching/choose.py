@@ -6,6 +6,7 @@ function, the last one above its test cell is the answer (what the notebook ran)
 
 from __future__ import annotations
 
+from labhelpers.grading.matching.attachments import pooled
 from labhelpers.grading.matching.release import ReleaseCell
 from labhelpers.grading.matching.state import Matching
 from labhelpers.grading.matching.text import defined_names
@@ -26,8 +27,11 @@ def choose_answers(matching: Matching, found: dict[int, list[int]]) -> None:
         kept, plain = _choose(matching, cell, positions)
         matching.dropped |= set(positions) - set(kept) - plain
         if kept:
-            joiner = "\n" if cell.cell_type == "code" else "\n\n"
-            matching.answers[cell.grade_id] = joiner.join(matching.parts[position].source for position in kept)
+            sources = [matching.parts[position].source for position in kept]
+            if cell.cell_type != "code":  # a written answer keeps its parts' pasted images
+                sources, images = pooled([(source, matching.parts[p].attachments) for source, p in zip(sources, kept)])
+                matching.attachments[cell.grade_id] = images
+            matching.answers[cell.grade_id] = ("\n" if cell.cell_type == "code" else "\n\n").join(sources)
             matching.placed.update((position, cell.index) for position in kept)
         else:
             matching.answers[cell.grade_id] = cell.cell.source
@@ -44,6 +48,8 @@ def _choose(matching: Matching, cell: ReleaseCell, positions: list[int]) -> tupl
     positions = [position for position in positions if parts[position].source.strip()] or positions[:1]
     if not positions:
         return [], set()
+    # The stub left untouched beside the student's own version of the answer is no version of it (it is dropped).
+    positions = [position for position in positions if parts[position].norm != cell.norm] or positions
     chosen = _without_copies(matching, cell, positions)
     plain: set[int] = set()
     if cell.names:

@@ -60,13 +60,13 @@ def _cut(part: SubmittedPart, start: int, cell: ReleaseCell, rest_id: str | None
     lines = part.norm.split("\n")
     end = start + len(cell.norm.split("\n"))
     pieces = []
-    for text, grade_id, cell_type in (
-        (normalise("\n".join(lines[:start])), rest_id, part.cell_type),
-        (cell.norm, cell.grade_id, cell.cell_type),
-        (normalise("\n".join(lines[end:])), rest_id, part.cell_type),
+    for text, grade_id, cell_type, attachments in (
+        (normalise("\n".join(lines[:start])), rest_id, part.cell_type, part.attachments),
+        (cell.norm, cell.grade_id, cell.cell_type, {}),
+        (normalise("\n".join(lines[end:])), rest_id, part.cell_type, part.attachments),
     ):
         if text:
-            pieces.append(SubmittedPart(cell_type, text, text, grade_id, None, from_merge=True))
+            pieces.append(SubmittedPart(cell_type, text, text, grade_id, None, True, attachments))
     return pieces
 
 

@@ -26,6 +26,8 @@ class Notes:
         "moved",
         "types",
         "content",
+        "found",
+        "images",
         "edited",
         "deleted",
         "missing",

@@ -23,6 +23,7 @@ class ReleaseCell:
         norm: its normalised source.
         names: for a code answer, the functions and classes its stub defines.
         first_line: the first line of `norm`.
+        points: the points nbgrader gives the cell when it is graded (``grade: true``), else None.
     """
 
     index: int
@@ -33,6 +34,7 @@ class ReleaseCell:
     norm: str
     names: frozenset[str]
     first_line: str
+    points: float | None = None
 
     @property
     def cell_type(self) -> str:
@@ -72,6 +74,7 @@ def read_release(release: nbformat.NotebookNode) -> list[ReleaseCell]:
                 norm=norm,
                 names=frozenset(stub_names(cell.source) if answer and cell.cell_type == "code" else ()),
                 first_line=first_line(norm),
+                points=float(meta.get("points", 0)) if meta.get("grade") else None,
             )
         )
     return cells

@@ -32,6 +32,8 @@ class Matching:
         answers: {answer grade_id: the student's answer}, the release's stub for a missing answer.
         missing: grade_ids of the answers not found.
         placed: {part position: release index of the cell it became}.
+        attachments: {written answer's grade_id: the attachments (pasted images) of its parts, pooled}.
+        review: what a person should look at (forged grade cells), one short sentence each.
     """
 
     release_notebook: nbformat.NotebookNode
@@ -47,6 +49,8 @@ class Matching:
     answers: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     placed: dict[int, int] = field(default_factory=dict)
+    attachments: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    review: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, submitted: object, release: nbformat.NotebookNode) -> Matching:

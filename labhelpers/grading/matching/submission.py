@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from labhelpers.grading.matching.attachments import read_attachments
 from labhelpers.grading.matching.text import normalise, source_text
 
 
@@ -19,6 +20,8 @@ class SubmittedPart:
         grade_id: its nbgrader grade_id when that is one of the release's, else None.
         cell_id: its cell id when it is a string, else None.
         from_merge: a piece cut out of a merged cell.
+        attachments: a markdown or raw cell's attachments (pasted images), {name: {mime type: base64 data}}.
+        claim: (grade_id, points) as its nbgrader metadata states them when that says ``grade: true``, else None.
     """
 
     cell_type: str
@@ -27,6 +30,8 @@ class SubmittedPart:
     grade_id: str | None
     cell_id: str | None
     from_merge: bool = False
+    attachments: dict[str, dict[str, str]] = field(default_factory=dict)
+    claim: tuple[object, object] | None = None
 
 
 def read_parts(submitted: object, release_ids: set[str]) -> tuple[list[SubmittedPart], int]:
@@ -51,14 +56,19 @@ def read_parts(submitted: object, release_ids: set[str]) -> tuple[list[Submitted
         nbgrader = metadata.get("nbgrader") if isinstance(metadata, Mapping) else None
         grade_id = nbgrader.get("grade_id") if isinstance(nbgrader, Mapping) else None
         cell_type, cell_id = cell.get("cell_type"), cell.get("id")
+        cell_type = cell_type if cell_type in ("code", "markdown", "raw") else "raw"
         source = source_text(cell.get("source"))
         parts.append(
             SubmittedPart(
-                cell_type=cell_type if cell_type in ("code", "markdown", "raw") else "raw",
+                cell_type=cell_type,
                 source=source,
                 norm=normalise(source),
                 grade_id=grade_id if isinstance(grade_id, str) and grade_id in release_ids else None,
                 cell_id=cell_id if isinstance(cell_id, str) else None,
+                attachments=read_attachments(cell.get("attachments")) if cell_type != "code" else {},
+                claim=(grade_id, nbgrader.get("points"))
+                if isinstance(nbgrader, Mapping) and nbgrader.get("grade")
+                else None,
             )
         )
     return parts, unreadable

@@ -8,12 +8,15 @@ solutions, no classmates' submissions, no network. ``Sandbox.command(argv)`` is 
 kernel launcher start it alike.
 
 As root, each concurrent slot also runs as its own unprivileged uid (processes counted and killed per uid); as a
-normal user, bwrap's user namespace is the isolation. Without bwrap, `problem()` says what to install and what is
-lost, and code runs with the resource limits only.
+normal user, bwrap's user namespace is the isolation. Where bwrap cannot isolate, `make_sandbox` refuses with the
+diagnosed case and its fix (`require_isolation`); only `isolate=False` (`dora-lab grade --no-sandbox`) runs code
+without it, with the resource limits only.
 
 One module per concern:
 
-* ``capability``: what this machine can do (system tools, root or not, whether bwrap works: `problem()`);
+* ``capability``: what this machine gives the sandboxes (system tools, root or not, the namespaces unshared);
+* ``diagnosis``: whether bwrap isolates here and, if not, which case it is (`isolation()`, `require_isolation()`);
+* ``remedies``: the fix for each case, what grading without bwrap loses, a --no-sandbox grade's notes;
 * ``command``: the Sandbox and Limits records, the argv that runs a command inside, the environment;
 * ``views``: the mounts that build a view (the notebook's, or the probes' with only labhelpers/probes/);
 * ``uids``: the machine-wide registry of the uid ranges that grading runs hold (root grader);
@@ -35,7 +38,13 @@ _NAMES = {
     "VIEWS": "labhelpers.grading.sandbox.command",
     "Limits": "labhelpers.grading.sandbox.command",
     "Sandbox": "labhelpers.grading.sandbox.command",
-    "problem": "labhelpers.grading.sandbox.capability",
+    "NO_SANDBOX": "labhelpers.grading.sandbox.remedies",
+    "UNSANDBOXED_NOTICE": "labhelpers.grading.sandbox.remedies",
+    "SandboxUnavailable": "labhelpers.grading.sandbox.diagnosis",
+    "isolation": "labhelpers.grading.sandbox.diagnosis",
+    "problem": "labhelpers.grading.sandbox.diagnosis",
+    "require_isolation": "labhelpers.grading.sandbox.diagnosis",
+    "unsandboxed_status": "labhelpers.grading.sandbox.remedies",
     "FIRST_UID": "labhelpers.grading.sandbox.uids",
     "UIDS_PER_RUN": "labhelpers.grading.sandbox.uids",
     "make_sandbox": "labhelpers.grading.sandbox.slots",

@@ -1,4 +1,7 @@
-"""What this machine can do for the sandboxes: its system tools, root or not, and whether bubblewrap works here."""
+"""What this machine gives the sandboxes: its system tools, root or not, the namespaces every sandbox unshares.
+
+Whether bubblewrap works here, and why not, is diagnosis's concern.
+"""
 
 from __future__ import annotations
 
@@ -25,18 +28,7 @@ ISOLATION = (
     "--die-with-parent",
     "--new-session",
 )
-"""bwrap's namespace arguments of every sandbox, and of the test run that says whether bwrap works here."""
-
-LOST_AS_ROOT = (
-    "student code runs as the slot's uid with the resource limits only: it can read every file other users may "
-    "read (a world-readable copy of the solutions or of classmates' submissions), write to world-writable folders, "
-    "reach the network and see every process"
-)
-LOST_AS_USER = (
-    "student code runs as you with the resource limits only: it can read and write every file you can (other "
-    "copies of the solutions, classmates' submissions, your home folder), reach the network and see and signal "
-    "your processes"
-)
+"""bwrap's namespace arguments of every sandbox, and of the trial run that says whether bwrap works here."""
 
 
 @functools.cache
@@ -54,37 +46,6 @@ def tool(name: str) -> str:
 def is_root() -> bool:
     """True when the grader runs as root: then each slot runs as its own unprivileged uid."""
     return os.geteuid() == 0
-
-
-@functools.cache
-def problem() -> str:
-    """Say why sandboxes cannot be built here, what to install and what protection is lost; "" when bwrap works.
-
-    Returns:
-        "" when bubblewrap runs here; else one paragraph for the instructor.
-    """
-    lost = LOST_AS_ROOT if is_root() else LOST_AS_USER
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return (
-            "bubblewrap (bwrap) is not installed: install it with `apt-get install bubblewrap` (Debian, Ubuntu) or "
-            f"`dnf install bubblewrap` (Fedora). Without it, {lost}."
-        )
-    user = [] if is_root() else ["--unshare-user", "--disable-userns"]
-    test = [bwrap, *ISOLATION, *user, "--ro-bind", "/usr", "/usr", *system_links(), "--", "/usr/bin/true"]
-    try:
-        completed = subprocess.run(test, capture_output=True, text=True, timeout=30, env={})
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"bubblewrap ({bwrap}) could not be run ({error}). Without it, {lost}."
-    if completed.returncode != 0:
-        reason = (completed.stderr.strip().splitlines() or [f"exit code {completed.returncode}"])[-1]
-        return (
-            f"bubblewrap cannot create its namespaces here ({reason}). Allow unprivileged user namespaces "
-            "(`sysctl kernel.unprivileged_userns_clone=1` on older Debian; on Ubuntu 24.04 "
-            "`sysctl kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor profile for bwrap), or grade "
-            f"as root. Without it, {lost}."
-        )
-    return ""
 
 
 @functools.cache

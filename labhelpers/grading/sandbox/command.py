@@ -51,7 +51,7 @@ class Sandbox:
         limits: the resource limits.
         env: the whole environment inside (nothing of the grader's).
         mounts: bwrap's arguments that build the view (empty when bwrap is unavailable).
-        bwrap: the bwrap program, or None: then code runs with the limits only (see `problem()`).
+        bwrap: the bwrap program, or None (`--no-sandbox`): then code runs with the limits only.
     """
 
     workdir: Path

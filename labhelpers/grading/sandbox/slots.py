@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 from labhelpers.errors import LabGradingError
-from labhelpers.grading.sandbox.capability import is_root, problem
+from labhelpers.grading.sandbox.capability import is_root
 from labhelpers.grading.sandbox.command import (
     DATA,
     HOME,
@@ -19,6 +18,7 @@ from labhelpers.grading.sandbox.command import (
     environment,
     package_folder,
 )
+from labhelpers.grading.sandbox.diagnosis import require_isolation
 from labhelpers.grading.sandbox.processes import kill, remove_tree
 from labhelpers.grading.sandbox.uids import slot_uid
 from labhelpers.grading.sandbox.views import check_readable_by_others, python_roots, view_mounts
@@ -35,6 +35,7 @@ def make_sandbox(
     *,
     data_dir: Path | None = None,
     overlays: Mapping[Path, Path] | None = None,
+    isolate: bool = True,
 ) -> Sandbox:
     """Create a fresh scratch folder for one slot and the Sandbox that runs code in it.
 
@@ -47,6 +48,8 @@ def make_sandbox(
         limits: the resource limits.
         data_dir: the SST-2 folder (notebook view).
         overlays: probe view: {file of the venv: file to show there instead}.
+        isolate: build it with bubblewrap (raises SandboxUnavailable, with the fix, where bwrap cannot isolate);
+            False (`dora-lab grade --no-sandbox`): no bubblewrap, the code runs with the resource limits only.
 
     Returns:
         The Sandbox; a previous sandbox of the same slot and view is killed and removed first.
@@ -55,13 +58,13 @@ def make_sandbox(
         raise LabGradingError(f"view {view!r} is not one of {', '.join(VIEWS)}.")
     if not 0 <= slot < MAX_SLOTS:
         raise LabGradingError(f"slot {slot} is outside 0..{MAX_SLOTS - 1}: grade at most {MAX_SLOTS} at once.")
+    bwrap = require_isolation() if isolate else None
     scratch_root = Path(scratch_root).resolve()
     uid = slot_uid(scratch_root, slot, view) if is_root() else None
     slot_dir = scratch_root / f"{view}-{slot}"
     if slot_dir.exists():
         kill(slot_dir / "home", uid)
         remove_tree(slot_dir)
-    bwrap = shutil.which("bwrap") if not problem() else None
     workdir = slot_dir / "home"
     _make_folders(slot_dir, uid)
     if bwrap:

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(problem()), reason="need
 
 ANSWERS = {
     "a correct answer": (
-        "import torch\n\n"
+        "%%time\n!pip install peft\nimport torch\n\n"
         "def decompose_weight(W):\n"
         "    m = torch.linalg.vector_norm(W, dim=1, keepdim=True)\n"
         "    return m, W / torch.where(m == 0, torch.ones_like(m), m)\n\n"
@@ -80,6 +80,7 @@ def verdicts():
 
 
 def test_a_correct_answer_passes_whatever_else_the_submission_does(verdicts):
+    # Its cell is a %%time cell magic with a shell command: the probe loads the body, never runs the command.
     results, _, seconds = verdicts
     assert results["decompose_weight"][0], results["decompose_weight"]
     assert seconds < 180

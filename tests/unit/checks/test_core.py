@@ -22,10 +22,10 @@ from labhelpers.checks.core import (
     explain,
     recognise,
     run_check,
+    student_error,
 )
 from labhelpers.probes.core import Observation, Spec, StudentError, call, describe, isolated
 from labhelpers.probes.decompose import DecomposeSpec
-from tests.unit.checks import phrase
 
 
 def test_assert_close_accepts_round_off_and_reports_the_largest_difference():
@@ -34,11 +34,13 @@ def test_assert_close_accepts_round_off_and_reports_the_largest_difference():
     assert_close(expected.float(), expected, "float32 copy")  # judged with float32's tolerance
     wrong = expected.clone()
     wrong[2, 3] += 0.5
-    with pytest.raises(
-        CheckFailed, match=re.escape("the output does not match the reference: max abs difference 0.5 at index (2, 3)")
-    ) as info:
-        assert_close(wrong, expected, "the output", hint="Check the scaling.")
-    assert str(info.value).endswith("Check the scaling.")
+    with pytest.raises(CheckFailed) as info:
+        assert_close(wrong, expected, "the output", hint="the scaling is missing.")
+    message = str(info.value)
+    assert message.startswith("The scaling is missing. The output does not match the reference: expected ")
+    assert f"got {float(wrong[2, 3]):.6g} at index (2, 3), the largest difference (0.5)" in message
+    assert message.endswith("Tolerance: |got − expected| ≤ 1e-09·max(1, max|expected|) + 1e-07·|expected| per "
+                            "element (float64).")  # fmt: skip
 
 
 def test_tolerances_are_named_and_tighter_for_more_precise_dtypes():
@@ -54,20 +56,21 @@ def _recorded(value) -> Observation:
 @pytest.mark.parametrize(
     "value, kwargs, message",
     [
-        (None, {}, "x is None: did you forget a `return`"),
-        ([1.0, 2.0], {}, "x should be a torch.Tensor but is a list of length 2"),
-        (torch.zeros(1, 7), {"shape": (5, 1)}, "x has shape (1, 7), expected (5, 1): check which dimension you reduce"),
-        (torch.zeros(5), {"shape": (5, 1)}, "x has shape (5,), expected (5, 1): check which dimension you reduce"),
-        (torch.zeros(5, 5), {"shape": (5, 1)}, "x has shape (5, 5), expected (5, 1): a larger shape than expected usually comes from broadcasting"),
-        (torch.zeros(2, 5, 1), {"shape": (5, 1)}, "comes from broadcasting"),
-        (torch.zeros(5, 1, dtype=torch.float32), {"dtype": torch.float64}, "x has dtype torch.float32, expected torch.float64"),
-        (torch.tensor([[1.0], [math.nan]]), {}, "x contains 1 NaN and 0 infinite values (first at index (1, 0))"),
-        (torch.tensor([math.inf, 1.0]), {}, "x contains 0 NaN and 1 infinite values"),
+        (None, {}, "X is None: did you forget a `return` statement?"),
+        ([1.0, 2.0], {}, "X should be a torch.Tensor, computed with torch operations on the input tensors (a NumPy array or a Python number leaves the dtype, the device and autograd behind). Expected a tensor, got a list of length 2."),
+        (torch.zeros(1, 7), {"shape": (5, 1)}, "The shape shows a reduction over another axis, or an axis dropped: a reduction removes the axis it reduces unless asked to keep it (keepdim). X: expected shape (5, 1), got (1, 7)."),
+        (torch.zeros(5), {"shape": (5, 1)}, "The shape shows a reduction over another axis, or an axis dropped"),
+        (torch.zeros(5, 5), {"shape": (5, 1)}, "A shape larger than expected usually comes from broadcasting: two tensors of different shapes combined element by element, e.g. (n, 1) with (1, n), give (n, n). Write down the shape of each tensor you combine. X: expected shape (5, 1), got (5, 5)."),
+        (torch.zeros(2, 5, 1), {"shape": (5, 1)}, "A shape larger than expected usually comes from broadcasting"),
+        (torch.zeros(1, 5), {"shape": (5, 1)}, "The result is transposed: keep the layout of the inputs, one row per output feature. X: expected shape (5, 1), got (1, 5)."),
+        (torch.zeros(5, 1, dtype=torch.float32), {"dtype": torch.float64}, "New tensors must keep the dtype of the inputs: the check runs in float64 as well as float32, PyTorch creates float32 tensors unless told otherwise, and a conversion (to float or double) changes the dtype. X: expected dtype torch.float64, got torch.float32."),
+        (torch.tensor([[1.0], [math.nan]]), {}, "Non-finite values usually come from a division by zero, such as a division by the norm of an all-zero row. X contains 1 NaN and 0 infinite values (first at index (1, 0))."),
+        (torch.tensor([math.inf, 1.0]), {}, "X contains 0 NaN and 1 infinite values"),
     ],
-    ids=["none", "list", "reduced-wrong-dim", "no-keepdim", "broadcast-square", "broadcast-extra-dim", "dtype", "nan", "inf"],
+    ids=["none", "list", "reduced-wrong-dim", "no-keepdim", "broadcast-square", "broadcast-extra-dim", "transposed", "dtype", "nan", "inf"],
 )  # fmt: skip
-def test_expect_tensor_says_what_is_wrong(value, kwargs, message):
-    with pytest.raises(CheckFailed, match=phrase(message)):
+def test_expect_tensor_names_the_likely_mistake_before_the_evidence(value, kwargs, message):
+    with pytest.raises(CheckFailed, match=re.escape(message)):
         expect_tensor(_recorded(value), "x", "x", **kwargs)
 
 
@@ -133,7 +136,6 @@ def _failing_probe(student, spec):
 
 
 def _judge_from_error(spec, obs):
-    from labhelpers.checks.core import student_error
 
     student_error(obs, "error")
     return "fine"
@@ -214,7 +216,7 @@ def test_the_traceback_a_student_sees_shows_their_code_not_the_checks():
     with pytest.raises(AssertionError) as info:
         run_check("f", lambda student, spec: Observation(), lambda spec, obs: expect_tensor(obs, "x", "x"), None, None)
     assert info.value._render_traceback_() == [
-        "\x1b[0;31mAssertionError\x1b[0m: x was not recorded: the check stopped before it."
+        "\x1b[0;31mAssertionError\x1b[0m: X was not recorded: the check stopped before it."
     ]
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from labhelpers.checks import check_decompose_weight
 from tests.support.notebook import notebook_calls
-from tests.unit.checks import phrase
+from tests.unit.checks import leaks, phrase
 
 # The notebook's visible and hidden check calls, read from solutions/dora/dora_lab.ipynb.
 DECOMPOSE_CONFIGS = notebook_calls("check_decompose_weight")
@@ -81,47 +81,54 @@ def _decompose_raises(W):
 DECOMPOSE_MISTAKES = {
     "norm_over_dim0": (
         _decompose_dim0,
-        "magnitude returned by decompose_weight(W) with W of shape (7, 5), float64 has shape (1, 5), expected (7, 1): you took the norm over dim=0",
+        "you took the norm over dim=0, which gives one number per input feature (a column).",
     ),
     "norm_over_dim0_no_keepdim": (lambda W: (W.norm(dim=0), W / W.norm(dim=0)), "you took the norm over dim=0"),
-    "no_keepdim": (lambda W: (W.norm(dim=1), W), "keep the reduced dimension (keepdim=True)"),
+    "no_keepdim": (lambda W: (W.norm(dim=1), W), "the magnitude lost its reduced axis"),
     "epsilon_on_magnitude": (
         lambda W: (W.norm(dim=1, keepdim=True) + 1e-6, W / (W.norm(dim=1, keepdim=True) + 1e-6)),
-        "you added an epsilon to the magnitude (or clamped it). Clamp the denominator, not the magnitude",
+        "you added an epsilon to the magnitude (or clamped it). The magnitude is the exact length of each row",
     ),
     "magnitude_broadcast": (
         lambda W: (W.norm(dim=1, keepdim=True) * W.norm(dim=1), W / W.norm(dim=1, keepdim=True)),
-        "has shape (7, 7), expected (7, 1): a larger shape than expected usually comes from broadcasting",
+        "a shape larger than expected usually comes from broadcasting",
     ),
-    "squared_norm": (lambda W: ((W**2).sum(1, keepdim=True), W / W.norm(dim=1, keepdim=True)), "not its square"),
+    "squared_norm": (
+        lambda W: ((W**2).sum(1, keepdim=True), W / W.norm(dim=1, keepdim=True)),
+        "the squared length of each row",
+    ),
     "l1_norm": (
         lambda W: (W.abs().sum(1, keepdim=True), W / W.abs().sum(1, keepdim=True)),
-        "not the sum of absolute values",
+        "the sum of absolute values of each row (the L1 norm)",
     ),
     "magnitude_ones": (lambda W: (torch.ones(W.shape[0], 1, dtype=W.dtype), W), "the magnitude is all ones"),
     "direction_not_unit": (
         lambda W: (W.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True).clamp_min(1e-12) ** 2),
-        "every non-zero row of direction should have norm 1",
+        "every non-zero row of the direction should have norm 1",
     ),
     "direction_transposed": (
         lambda W: (W.norm(dim=1, keepdim=True), (W / W.norm(dim=1, keepdim=True)).T),
-        "it is transposed",
+        "the direction is transposed",
     ),
     "nan_on_zero_row": (
         lambda W: (W.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True)),
-        "row 3 all zero contains 5 NaN and 0 infinite values",
+        "an all-zero row has norm 0 and no direction",
     ),
     "modifies_W": (_decompose_in_place, "modified W in place"),
-    "changes_dtype": (lambda W: decompose_reference(W.double()), "has dtype torch.float64, expected torch.float32"),
-    "returns_none": (lambda W: None, "returned None: did you forget `return magnitude, direction`?"),
+    "changes_dtype": (
+        lambda W: decompose_reference(W.double()),
+        "new tensors must keep the dtype of the inputs",
+    ),
+    "returns_none": (lambda W: None, "returned None: did you forget to return the magnitude and the direction?"),
     "returns_one_tensor": (
         lambda W: W / W.norm(dim=1, keepdim=True),
-        "should return two tensors, `return magnitude, direction`, but returned a single tensor of shape (7, 5)",
+        "should return two tensors, the magnitude and then the direction. Expected a pair, got a single tensor of "
+        "shape (7, 5)",
     ),
-    "returns_three_values": (lambda W: (*decompose_reference(W), W), "but returned a tuple of length 3"),
+    "returns_three_values": (lambda W: (*decompose_reference(W), W), "Expected a pair, got a tuple of length 3"),
     "returns_numpy": (
         lambda W: tuple(t.numpy() for t in decompose_reference(W)),
-        "should be a torch.Tensor but is a ndarray",
+        "should be a torch.Tensor, computed with torch operations",
     ),
     "raises": (_decompose_raises, "raised RuntimeError: The size of tensor a"),
     "not_implemented": (
@@ -133,14 +140,16 @@ DECOMPOSE_MISTAKES = {
 
 @pytest.mark.parametrize("decompose_weight, message", DECOMPOSE_MISTAKES.values(), ids=DECOMPOSE_MISTAKES.keys())
 def test_check_decompose_weight_explains_each_mistake(decompose_weight, message, capsys):
-    with pytest.raises(AssertionError, match=phrase(message)):
+    with pytest.raises(AssertionError, match=phrase(message)) as info:
         check_decompose_weight(decompose_weight)
     assert "✔" not in capsys.readouterr().out
+    assert leaks(str(info.value)) == []
 
 
-def test_dim0_message_explains_the_paper_notation():
+def test_dim0_message_asks_for_the_axis_and_names_the_evidence_after():
     with pytest.raises(AssertionError) as info:
         check_decompose_weight(_decompose_dim0)
     message = str(info.value)
-    assert "one magnitude per output feature: the norm over dim=1 of the (out, in) weight" in message
-    assert "as PEFT and the authors' code compute it" in message
+    assert "DoRA keeps one magnitude per output feature, as the authors' code and PEFT compute it" in message
+    assert "which axis of an (out, in) weight holds one output feature?" in message and "dim=1" not in message
+    assert message.endswith("float64: expected shape (7, 1), got (1, 5).")

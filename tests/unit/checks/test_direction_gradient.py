@@ -9,7 +9,7 @@ import torch
 
 from labhelpers.checks import check_dora_direction_gradient
 from tests.support.notebook import notebook_calls
-from tests.unit.checks import phrase
+from tests.unit.checks import leaks, phrase
 
 # The notebook's visible and hidden check calls, read from solutions/dora/dora_lab.ipynb.
 GRADIENT_CONFIGS = notebook_calls("check_dora_direction_gradient")
@@ -79,7 +79,7 @@ def _gradient_in_place(grad_weight, weight, magnitude, detach_norm=True):
 GRADIENT_MISTAKES = {
     "never_projects": (
         _gradient_with(project=False),
-        "with detach_norm=False the norm also gets a gradient: subtract the component along the direction",
+        "with detach_norm=False the norm also gets a gradient, but your result is the one of a constant norm",
     ),
     "always_projects": (_gradient_with(project=True), "with detach_norm=True the norm is a constant"),
     "flag_inverted": (
@@ -89,7 +89,7 @@ GRADIENT_MISTAKES = {
     "projection_over_columns": (_gradient_with(project=lambda d: not d, dim=0), "the projection is over columns"),
     "factor_missing": (
         _gradient_with(project=lambda d: not d, factor=lambda m, n: 1.0),
-        "the factor m/||V|| is missing",
+        "the factor m/‖V‖ is missing",
     ),
     "factor_inverted": (_gradient_with(project=lambda d: not d, factor=lambda m, n: n / m), "the factor is inverted"),
     "projection_added": (_gradient_with(project=lambda d: not d, sign=1.0), "the projection is added"),
@@ -99,12 +99,12 @@ GRADIENT_MISTAKES = {
     ),
     "norm_over_dim0": (
         lambda g, V, m, detach_norm=True: m / V.norm(dim=0, keepdim=True) * g,
-        "||V|| is taken over dim=0",
+        "‖V‖ is taken over dim=0",
     ),
     "returns_none": (lambda g, V, m, detach_norm=True: None, "is None: did you forget a `return` statement?"),
     "transposed": (
         lambda g, V, m, detach_norm=True: gradient_reference(g, V, m, detach_norm).T,
-        "has shape (9, 6), expected (6, 9)",
+        "the result is transposed",
     ),
     "nan": (lambda g, V, m, detach_norm=True: g * math.nan, "contains 54 NaN"),
     "modifies_input": (_gradient_in_place, "modified its argument grad_weight in place"),
@@ -114,5 +114,14 @@ GRADIENT_MISTAKES = {
 
 @pytest.mark.parametrize("dora_direction_gradient, message", GRADIENT_MISTAKES.values(), ids=GRADIENT_MISTAKES.keys())
 def test_check_dora_direction_gradient_explains_each_mistake(dora_direction_gradient, message):
-    with pytest.raises(AssertionError, match=phrase(message)):
+    with pytest.raises(AssertionError, match=phrase(message)) as info:
         check_dora_direction_gradient(dora_direction_gradient)
+    assert leaks(str(info.value)) == []
+
+
+def test_no_message_states_the_gradient_it_asks_for():
+    """The messages name the mistake and the paper's section; the formulas are for the student to derive."""
+    for wrong, _ in GRADIENT_MISTAKES.values():
+        with pytest.raises(AssertionError) as info:
+            check_dora_direction_gradient(wrong)
+        assert "(m/‖V‖)·(g" not in str(info.value) and "(m/||V||)·(g" not in str(info.value)

@@ -22,7 +22,7 @@ from labhelpers.checks.dora_linear.reference import peft_runs
 from labhelpers.probes.core import isolated
 from labhelpers.probes.dora_linear import DoRALinearSpec, cases
 from tests.support.notebook import notebook_calls
-from tests.unit.checks import phrase
+from tests.unit.checks import leaks, phrase
 
 # The notebook's visible and hidden check calls, read from solutions/dora/dora_lab.ipynb (plus a float32 run).
 DORA_LINEAR_CONFIGS = {**notebook_calls("check_dora_linear"), "float32": {"dtype": torch.float32}}
@@ -222,15 +222,15 @@ DORA_LINEAR_MISTAKES = {
     # Magnitude: axis, shape, init, trainability.
     "magnitude_over_dim0": (
         _set("magnitude", lambda ly, b: nn.Parameter(ly.weight.norm(dim=0, keepdim=True))),
-        "DoRALinear.magnitude has shape (1, 10), expected (6, 1): you took the norm over dim=0",
+        "you took the norm over dim=0, which gives one number per input feature (a column).",
     ),
     "magnitude_1d": (
         _set("magnitude", lambda ly, b: nn.Parameter(ly.weight.norm(dim=1))),
-        "keep the reduced dimension (keepdim=True)",
+        "the magnitude lost its reduced axis",
     ),
     "magnitude_ones": (
         _set("magnitude", lambda ly, b: nn.Parameter(torch.ones_like(ly.magnitude))),
-        "magnitude starts at ones: initialise it to the row norms",
+        "magnitude starts at ones: it starts at the length of each row of W0",
     ),
     "magnitude_squared": (
         _set("magnitude", lambda ly, b: nn.Parameter(ly.magnitude.detach() ** 2)),
@@ -251,16 +251,16 @@ DORA_LINEAR_MISTAKES = {
     # Scaling.
     "scaling_attribute_alpha": (
         _set("scaling", lambda ly, b: float(ly.scaling * ly.r)),
-        "DoRALinear.scaling is 6, which is lora_alpha alone, expected lora_alpha / r = 6 / 4 = 1.5",
+        "DoRALinear.scaling is lora_alpha alone: LoRA multiplies B·A by s = lora_alpha / r",
     ),
     "scaling_attribute_r_over_alpha": (
         _set("scaling", lambda ly, b: ly.r / (ly.scaling * ly.r)),
-        "which is r / lora_alpha",
+        "DoRALinear.scaling is r / lora_alpha",
     ),
-    "scaling_attribute_one": (_set("scaling", lambda ly, b: 1.0), "which is no scaling at all"),
+    "scaling_attribute_one": (_set("scaling", lambda ly, b: 1.0), "DoRALinear.scaling is no scaling at all"),
     "forward_without_scaling": (
         _forward(lambda ly, x: _merged(ly, x, V=ly.weight + ly.lora_B @ ly.lora_A)),
-        "the LoRA update is not scaled: multiply B @ A by scaling = lora_alpha / r = 6 / 4 = 1.5",
+        "the LoRA update is not scaled: V = W0 + s·B·A",
     ),
     "forward_scaled_by_alpha": (
         _forward(lambda ly, x: _merged(ly, x, V=ly.weight + 6.0 * ly.lora_B @ ly.lora_A)),
@@ -274,8 +274,9 @@ DORA_LINEAR_MISTAKES = {
         _forward(
             lambda ly, x: _merged(ly, x, V=ly.weight + ly.lora_B @ ly.lora_A, norm=ly.weight.norm(dim=1, keepdim=True))
         ),
-        "Two mistakes together: (1) the LoRA update is not scaled: multiply B @ A by scaling = lora_alpha / r = 6 / 4 = "
-        "1.5 (in the output and in the norm). (2) the norm is of the frozen W alone",
+        "Two mistakes together: (1) the LoRA update is not scaled: V = W0 + s·B·A, the adapted weight before "
+        "normalisation (paper Eq. 5, with LoRA's scaling s as in PEFT), with s = lora_alpha / r = 6 / 4 = 1.5, the same "
+        "s in the output and in the norm. (2) the norm is of the frozen W alone",
     ),
     "norm_without_scaling": (
         _forward(
@@ -295,7 +296,7 @@ DORA_LINEAR_MISTAKES = {
     "lora_A_zero": (_init_then(lambda ly, b: ly.lora_A.data.zero_()), "lora_A is all zeros at the start"),
     "lora_A_transposed": (
         _set("lora_A", lambda ly, b: nn.Parameter(ly.lora_A.detach().T.contiguous())),
-        "DoRALinear.lora_A has shape (10, 4), expected (4, 10): PEFT's lora_A is (r, in_features)",
+        "DoRALinear.lora_A is transposed: lora_A is (r, in_features)",
     ),
     "lora_as_nn_linear": (
         _set("lora_B", lambda ly, b: nn.Linear(ly.r, ly.out_features, bias=False, dtype=ly.weight.dtype)),
@@ -303,7 +304,7 @@ DORA_LINEAR_MISTAKES = {
     ),
     "lora_A_default_dtype": (
         _set("lora_A", lambda ly, b: nn.Parameter(torch.randn(ly.r, ly.in_features))),
-        "DoRALinear.lora_A has dtype torch.float32 on cpu, but the base layer is torch.float64",
+        "DoRALinear.lora_A is not in the base layer's dtype and device",
     ),
     # Norm.
     "norm_not_detached": (
@@ -334,7 +335,8 @@ DORA_LINEAR_MISTAKES = {
     ),
     "base_layer_not_frozen": (
         _init_then(lambda ly, b: setattr(ly, "base_layer", b)),
-        "trainable parameters, expected r*(in+out)+out = 70: only magnitude, lora_A and lora_B should be trainable, but the trainable ones are: magnitude (6, 1), lora_A (4, 10), lora_B (6, 4), base_layer.weight (6, 10)",
+        "only magnitude, lora_A and lora_B should train, but the trainable parameters are: magnitude (6, 1), lora_A "
+        "(4, 10), lora_B (6, 4), base_layer.weight (6, 10)",
     ),
     "bias_lost": (_set("bias", lambda ly, b: None), "the base bias is lost"),
     "bias_trainable": (
@@ -345,7 +347,7 @@ DORA_LINEAR_MISTAKES = {
         _forward(lambda ly, x: _merged(ly, x, bias=False)),
         "the bias of base_layer is missing from the output",
     ),
-    "bias_scaled": (_forward(_bias_scaled), "the bias is multiplied by magnitude / ||V||"),
+    "bias_scaled": (_forward(_bias_scaled), "the bias is multiplied by m/‖V‖"),
     "bias_twice": (
         _forward(lambda ly, x: _merged(ly, x) + (ly.bias if ly.bias is not None else 0)),
         "the bias is added twice",
@@ -357,13 +359,13 @@ DORA_LINEAR_MISTAKES = {
     # Dropout.
     "dropout_on_base_path": (
         _forward(_dropout_everywhere),
-        "the output should equal base_layer(x) exactly, but it differs: dropout is applied to the frozen base path too",
+        "dropout is applied to the frozen base path too: in train mode with lora_B = 0",
     ),
     "dropout_never_applied": (_forward(lambda ly, x: _merged(ly, x)), "in train mode no dropout is applied"),
-    "dropout_only_on_lora_term": (_forward(_dropout_lora_only), "the (m/||V|| - 1)·x Wᵀ correction uses the clean x"),
+    "dropout_only_on_lora_term": (_forward(_dropout_lora_only), "the (m/‖V‖ − 1)·x W0ᵀ correction uses the clean x"),
     "dropout_called_twice": (
         _forward(_dropout_twice),
-        "Call self.lora_dropout once and use the same x_d in both adapter terms",
+        "draw the dropout once per forward and use the same x_d in both adapter terms",
     ),
     "dropout_identity": (
         _set("lora_dropout", lambda ly, b: nn.Identity()),
@@ -373,7 +375,7 @@ DORA_LINEAR_MISTAKES = {
     "forward_returns_none": (_forward(lambda ly, x: None), "is None: did you forget a `return` statement?"),
     "forward_raises": (_forward(lambda ly, x: x @ ly.weight), "raised RuntimeError"),
     "forward_nan": (_forward(lambda ly, x: _merged(ly, x) * math.nan), "contains 48 NaN"),
-    "forward_wrong_shape": (_forward(lambda ly, x: _merged(ly, x).sum(-1)), "has shape (8,), expected (8, 6)"),
+    "forward_wrong_shape": (_forward(lambda ly, x: _merged(ly, x).sum(-1)), "expected shape (8, 6), got (8,)"),
     "forward_2d_only": (
         _forward(_matrix_products_only),
         "on x of shape (2, 3, 10) raised RuntimeError: self must be a matrix",
@@ -387,9 +389,10 @@ DORA_LINEAR_MISTAKES = {
 
 @pytest.mark.parametrize("DoRALinear, message", DORA_LINEAR_MISTAKES.values(), ids=DORA_LINEAR_MISTAKES.keys())
 def test_check_dora_linear_explains_each_mistake(DoRALinear, message, capsys):
-    with pytest.raises(AssertionError, match=phrase(message)):
+    with pytest.raises(AssertionError, match=phrase(message)) as info:
         check_dora_linear(DoRALinear)
     assert "✔" not in capsys.readouterr().out
+    assert leaks(str(info.value)) == []
 
 
 def test_check_dora_linear_restores_the_random_state_and_thread_count():

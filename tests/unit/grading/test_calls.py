@@ -21,7 +21,7 @@ def test_every_test_cell_of_the_notebook_reads_as_check_calls():
     cells = graded_cells(nbformat.read(SOURCE_NOTEBOOK, as_version=4))
     assert [c.grade_id for c in cells] == [
         "decompose_weight_matches_definition", "dora_linear_matches_peft", "dora_direction_gradient_matches_autograd",
-        "lora_configs_are_correct", "train_one_epoch_matches_reference", "evaluate_accuracy_matches_reference",
+        "peft_models_are_correct", "train_one_epoch_matches_reference", "evaluate_accuracy_matches_reference",
         "magnitude_direction_change_matches_paper",
     ]  # fmt: skip
     hidden = cells[1].calls[1]

@@ -9,7 +9,9 @@ import pytest
 
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.grading.feedback import (
+    NOTICE_CELL,
     VERDICT_OUTPUT,
+    add_notice,
     annotate,
     grader_paths,
     not_graded_page,
@@ -131,3 +133,40 @@ def test_publish_feedback_copies_nbgraders_pages_and_writes_the_others(tmp_path)
     assert sorted(path.name for path in (tmp_path / "feedback").iterdir()) == ["ana", "ben"]
     assert (tmp_path / "feedback" / "ana" / "dora_lab.html").read_text() == "<p>nbgrader's feedback for ana</p>"
     assert (tmp_path / "feedback" / "ben" / "dora_lab.html").read_text() == not_graded_page(["no notebook"])
+
+
+def test_a_notice_opens_the_notebook_once_and_replaces_the_one_before(tmp_path):
+    path = tmp_path / "autograded.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Exercise 1")]), path)
+    add_notice(path, "first <run>")
+    add_notice(path, "graded without a sandbox (--no-sandbox): second")
+    cells = nbformat.read(path, as_version=4).cells
+    assert [bool(cell.metadata.get(NOTICE_CELL)) for cell in cells] == [True, False]
+    assert "graded without a sandbox (--no-sandbox): second" in cells[0].source and "first" not in cells[0].source
+
+
+def test_feedback_pages_leave_out_the_hidden_tests_of_test_cells_only():
+    """The instructor's test cells lose their hidden region; a student's cell keeps whatever it holds."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from labhelpers.grading.feedback import ClearHiddenTestsOfTestCells
+
+    test = new_code_cell(
+        '"""visible check"""\ncheck(f)\n### BEGIN HIDDEN TESTS\ncheck(f, seeds=[7])\n### END HIDDEN TESTS',
+        metadata={"nbgrader": {"grade": True, "solution": False, "grade_id": "t", "points": 1}},
+    )
+    answer = new_code_cell(
+        "def f():\n    ### BEGIN HIDDEN TESTS  (a stray marker a student typed)\n    return 1",
+        metadata={"nbgrader": {"grade": False, "solution": True, "grade_id": "a"}},
+    )
+    notebook, _ = ClearHiddenTestsOfTestCells().preprocess(new_notebook(cells=[answer, test]), {})
+    assert notebook.cells[1].source == '"""visible check"""\ncheck(f)'
+    assert "BEGIN HIDDEN TESTS" in notebook.cells[0].source
+
+
+def test_the_graded_copy_generates_feedback_without_hidden_tests():
+    from labhelpers.grading.course import FEEDBACK_PREPROCESSORS, course_config
+
+    config = course_config()
+    assert config.GenerateFeedback.preprocessors == FEEDBACK_PREPROCESSORS
+    assert FEEDBACK_PREPROCESSORS[-1] == "labhelpers.grading.feedback.ClearHiddenTestsOfTestCells"

@@ -113,3 +113,18 @@ def test_a_cell_passes_only_when_every_call_passes(recorded):
     os.link(recorded / "t.0.safetensors", recorded / "t.1.safetensors")
     verdict = judge_cell(cell, list(cell.calls), recorded)
     assert verdict.passed and verdict.message.endswith("(and 1 more check on other inputs)")
+
+
+def _squared_norm_decompose(W):
+    m, direction = good_decompose(W)
+    return m**2, direction
+
+
+def test_a_failure_carries_the_names_of_the_known_mistakes_its_message_explains(recorded, tmp_path):
+    cell = GradedCell("t", 3, 1, (CALL,))
+    (tmp_path / "squared").mkdir()
+    write(probe(_squared_norm_decompose, SPEC), tmp_path / "squared" / "t.0")
+    failed = judge_cell(cell, list(cell.calls), tmp_path / "squared")
+    assert not failed.passed and failed.mistakes == ["squared_norm"] and "squared length" in failed.message
+    passed = judge_cell(cell, list(cell.calls), recorded)
+    assert passed.passed and passed.mistakes == []

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import shutil
 
 import pytest
 
-from labhelpers.grading.ledger import STATUS_FILE, Ledger, LedgerEntry, lab_version, submission_key
+from labhelpers.grading.ledger import (
+    GRADE_DECIDING,
+    PACKAGE,
+    STATUS_FILE,
+    Ledger,
+    LedgerEntry,
+    deciding_files,
+    lab_version,
+    submission_key,
+)
 
 ZEROED = LedgerEntry(["no notebook submitted (expected dora_lab.ipynb)"], "k1")
 GRADED = LedgerEntry(["repaired: x"], "k2", 12.5, {"notebook": 8.0, "probes": 3.1, "judge": 0.4, "feedback": 1.0})
@@ -100,5 +111,61 @@ def test_the_key_changes_with_everything_a_grade_depends_on(tmp_path):
     assert len({key, *changed}) == 6
 
 
-def test_the_lab_version_names_the_package_and_a_digest_of_its_sources():
-    assert re.fullmatch(r".+\+[0-9a-f]{12}", lab_version()) and lab_version() == lab_version()
+def test_the_lab_version_names_the_oracles_and_a_digest_of_what_decides_a_grade():
+    assert (
+        re.fullmatch(r"peft .+, torch .+, nbgrader .+\+[0-9a-f]{12}", lab_version()) and lab_version() == lab_version()
+    )
+
+
+@pytest.fixture
+def package(tmp_path):
+    """A copy of the lab's package (its Python files) to edit."""
+    shutil.copytree(PACKAGE, tmp_path / "labhelpers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return tmp_path / "labhelpers"
+
+
+# (what is edited, whether it decides a grade): the judges, probes and scoring code do; figures, training, the
+# feedback's wording, the report and the ledger itself do not.
+EDITS = [
+    ("checks/core.py", True),
+    ("checks/decompose.py", True),
+    ("probes/runner.py", True),
+    ("seeding.py", True),
+    ("grading/judging.py", True),
+    ("grading/calls.py", True),
+    ("grading/matching/__init__.py", True),
+    ("grading/sandbox/__init__.py", True),
+    ("grading/worker.py", True),
+    ("plots/__init__.py", False),
+    ("training/loop.py", False),
+    ("grading/feedback.py", False),
+    ("grading/report/page.py", False),
+    ("grading/ledger.py", False),
+    ("cli.py", False),
+]
+
+
+@pytest.mark.parametrize("edited, decides", EDITS, ids=[edit for edit, _ in EDITS])
+def test_only_an_edit_of_what_decides_a_grade_changes_the_version(package, edited, decides):
+    before = lab_version(package)
+    with open(package / edited, "a") as handle:
+        handle.write("\n# edited\n")
+    assert (lab_version(package) != before) == decides
+
+
+def test_every_part_that_decides_a_grade_exists():
+    for part in GRADE_DECIDING:
+        assert (PACKAGE / part).exists(), f"{part} is listed in GRADE_DECIDING but not in the package"
+
+
+def test_the_judges_and_probes_import_nothing_of_the_lab_outside_what_decides_a_grade():
+    """A module they import but the version does not cover would change grades without regrading anyone."""
+    covered = {path.relative_to(PACKAGE).with_suffix("").as_posix().replace("/", ".") for path in deciding_files()}
+    covered = {name.removesuffix(".__init__") for name in covered} | {"errors"}
+    for path in deciding_files():
+        if not path.relative_to(PACKAGE).as_posix().startswith(("checks/", "probes/", "seeding")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("labhelpers."):
+                module = node.module.removeprefix("labhelpers.")
+                assert module in covered or f"{module}.__init__" in covered, f"{path.name} imports {node.module}"

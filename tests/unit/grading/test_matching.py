@@ -22,7 +22,11 @@ from nbformat.warnings import DuplicateCellId
 
 from labhelpers.grading.course import ASSIGNMENT, NOTEBOOK, SOURCE_NOTEBOOK, course_config, generate_assignment
 from labhelpers.grading.matching import tidy
+from labhelpers.grading.matching.release import read_release
 from labhelpers.grading.samples import answered, answers_of_exercises, solution_sources
+from labhelpers.grading.worker import _answers
+from labhelpers.probes.cells import bound_names
+from labhelpers.probes.runner import statements
 from tests.support.editors import HONEST_EDITS
 
 ANSWER_SETS = {
@@ -107,6 +111,24 @@ def _squash(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n") if line.strip())
 
 
+def _graded_definitions(notebook: nbformat.NotebookNode, names: set[str]) -> dict[str, str]:
+    """{name: AST of its last definition} the probes load from the cells the grader gives them (the last one wins)."""
+    found = {}
+    for answer in _answers(notebook):
+        for module in statements(answer["source"])[0]:
+            found.update((name, ast.dump(module.body[0])) for name in bound_names(module.body[0]) if name in names)
+    return found
+
+
+def _images(notebook: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """(name, data) of every image attached to a cell."""
+    return sorted(
+        (name, json.dumps(bundle, sort_keys=True))
+        for cell in notebook.cells
+        for name, bundle in cell.get("attachments", {}).items()
+    )
+
+
 @pytest.mark.parametrize("answer_set", ANSWER_SETS)
 @pytest.mark.parametrize("edit", HONEST_EDITS, ids=[edit.name for edit in HONEST_EDITS])
 def test_honest_edit_is_graded_as_if_tidy(edit, answer_set, course, filled):
@@ -126,13 +148,17 @@ def test_honest_edit_is_graded_as_if_tidy(edit, answer_set, course, filled):
         assert (mine.cell_type, mine.metadata) == (theirs.cell_type, theirs.metadata)
         if not theirs.metadata.nbgrader.get("solution"):
             assert mine.source == theirs.source
-    # Each answer is the student's (a split answer joined in order), and it is what the answer cell holds.
+    # Each answer is the student's (a split answer joined in order), and it is what the answer cell holds; the probes
+    # load the student's definitions, wherever they were written, and every pasted image is kept.
     for cell in untouched.cells:
         if cell.metadata.nbgrader.get("solution"):
             grade_id = cell.metadata.nbgrader.grade_id
-            assert _squash(tidied.answers[grade_id]) == _squash(cell.source), grade_id
+            assert grade_id in edit.rewrites or _squash(tidied.answers[grade_id]) == _squash(cell.source), grade_id
             if cell.cell_type == "code":
-                ast.parse(tidied.answers[grade_id])
+                statements(tidied.answers[grade_id])  # parses, IPython syntax allowed
+    names = {name for cell in read_release(release) for name in cell.names}
+    assert _graded_definitions(tidied.notebook, names) == _graded_definitions(untouched, names)
+    assert _images(tidied.notebook) == _images(edited)
     assert {cell.metadata.nbgrader.grade_id: cell.source for cell in graded if cell.metadata.nbgrader.solution} == (
         tidied.answers
     )

@@ -1,5 +1,6 @@
-"""What this machine can do: bubblewrap works here, and without it `problem()` says what is lost and code still runs
-with the resource limits (or is refused where the sandbox's uid could not run Python)."""
+"""What this machine can do: bubblewrap works here; without it a sandbox is refused with the diagnosis, and only
+`isolate=False` (--no-sandbox) runs code, with the resource limits (or is refused where the sandbox's uid could not
+run Python)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,17 @@ WITHOUT_BWRAP = r"""
 import json, os, subprocess, sys, tempfile
 from pathlib import Path
 from labhelpers.errors import LabGradingError
-from labhelpers.grading.sandbox import Limits, make_sandbox, problem, remove_sandbox
+from labhelpers.grading.sandbox import Limits, SandboxUnavailable, make_sandbox, problem, remove_sandbox
 scratch = Path(tempfile.mkdtemp())
 scratch.chmod(0o711)
 code = "import os\ntry:\n    bytearray(2**31)\nexcept MemoryError:\n    print(os.getcwd(), os.getuid(), 'MemoryError')"
 try:
-    sandbox = make_sandbox(scratch, 0, "notebook", Limits(memory_bytes=2**30))
+    make_sandbox(scratch, 0, "notebook", Limits(memory_bytes=2**30))
+    raise SystemExit("a sandbox was made without bwrap")
+except SandboxUnavailable:
+    pass
+try:
+    sandbox = make_sandbox(scratch, 0, "notebook", Limits(memory_bytes=2**30), isolate=False)
 except LabGradingError as error:
     print(json.dumps(dict(problem=problem(), refused=str(error))))
     raise SystemExit
@@ -62,11 +68,12 @@ WITHOUT_BWRAP_CASES = [
 @pytest.mark.parametrize(
     "grader, python_readable, outcome", WITHOUT_BWRAP_CASES, ids=[c[2] for c in WITHOUT_BWRAP_CASES]
 )
-def test_without_bwrap_the_loss_is_explained(grader, python_readable, outcome):
+def test_without_bwrap_a_sandbox_is_refused_and_only_no_sandbox_runs_code(grader, python_readable, outcome):
     if grader == "root" and not python_readable and not closed_folders():
         pytest.skip("Python is readable by other users on this machine")
     report = as_grader(grader, without_bwrap, python_readable=python_readable)
-    assert "apt-get install bubblewrap" in report["problem"] and "reach the network" in report["problem"]
+    assert "bwrap missing" in report["problem"] and "apt-get install bubblewrap" in report["problem"]
+    assert "--no-sandbox" in report["problem"] and "reach the network" in report["problem"]
     if not python_readable:
         assert "cannot be entered by other users" in report["refused"]
         return
