@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -258,7 +259,11 @@ def tokenize(dataset, tokenizer, max_length: int = 128):
     bars = ds_logging.is_progress_bar_enabled()
     ds_logging.disable_progress_bar()
     try:
-        return dataset.map(encode, batched=True, remove_columns=dataset.column_names)
+        # datasets fingerprints a map by pickling `encode` with the tokenizer inside (seconds per call); name the
+        # result from what decides it instead: the dataset's own fingerprint, the tokenizer and max_length.
+        key = f"{dataset._fingerprint}|{tokenizer.name_or_path}|{len(tokenizer)}|{max_length}"
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, new_fingerprint=fingerprint)
     finally:
         if bars:
             ds_logging.enable_progress_bar()

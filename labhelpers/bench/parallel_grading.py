@@ -18,6 +18,7 @@ import nbformat
 
 from labhelpers import grading
 from labhelpers.assignment import SOURCE_NOTEBOOK
+from labhelpers.errors import LabError
 from labhelpers.grading.samples import answered, answers_of_exercises, perfect, write_submission
 
 KINDS = ("complete", "exercises_1_2", "untouched")
@@ -32,11 +33,18 @@ class GradingBenchOptions:
         students: submissions in the generated class.
         jobs: --jobs of the parallel run.
         source: the nbgrader source notebook the class is released from and graded against.
+        kinds: the kinds of submission the class cycles through (KINDS; ("complete",): a class of complete ones).
     """
 
     students: int = 10
     jobs: int = 2
     source: Path = SOURCE_NOTEBOOK
+    kinds: tuple[str, ...] = KINDS
+
+    def __post_init__(self):
+        unknown = [kind for kind in self.kinds if kind not in KINDS]
+        if unknown or not self.kinds:
+            raise LabError(f"kinds={list(self.kinds)}: use one or more of {', '.join(KINDS)}.")
 
 
 @dataclass(frozen=True)
@@ -53,8 +61,8 @@ class GradingBenchResult:
     identical: bool
 
 
-def make_class(folder: Path, source_path: Path, students: int) -> None:
-    """Write FOLDER/course (solutions/ only) and FOLDER/submissions/<kind>_<index>/ cycling through KINDS."""
+def make_class(folder: Path, source_path: Path, students: int, cycle: tuple[str, ...] = KINDS) -> None:
+    """Write FOLDER/course (solutions/ only) and FOLDER/submissions/<kind>_<index>/ cycling through `cycle`."""
     course = folder / "course"
     (course / "solutions" / "dora").mkdir(parents=True)
     (course / "solutions" / "dora" / "dora_lab.ipynb").write_bytes(source_path.read_bytes())
@@ -66,14 +74,18 @@ def make_class(folder: Path, source_path: Path, students: int) -> None:
         "untouched": student,
     }
     for index in range(students):
-        kind = KINDS[index % len(KINDS)]
+        kind = cycle[index % len(cycle)]
         write_submission(folder / "submissions", f"{kind}_{index:02d}", kinds[kind])
 
 
-def per_submission(graded: Path, total: float, students: int) -> None:
-    """Print each kind's seconds in the worker (median) and the run's set-up share, from status.json."""
+def per_submission(graded: Path, total: float, students: int, jobs: int = 1) -> None:
+    """Print each kind's seconds in the worker (median) and the run's set-up share, from status.json.
+
+    With `jobs` workers at once a submission's worker seconds overlap others': its share of the run is its seconds
+    divided by `jobs`. The notebook and the probes of one submission run at the same time (their phases overlap too).
+    """
     statuses = json.loads((graded / "status.json").read_text())
-    worked = sum(entry.get("seconds", 0) for entry in statuses.values())
+    worked = sum(entry.get("seconds", 0) for entry in statuses.values()) / jobs
     setup = max(0.0, total - worked)
     print(
         f"  set-up and hand-over (run time minus the workers' time): {setup:.1f} s, "
@@ -91,7 +103,7 @@ def per_submission(graded: Path, total: float, students: int) -> None:
         steps = ", ".join(f"{phase} {value:.1f}" for phase, value in phases.items())
         print(
             f"  {kind:14} {seconds:5.1f} s in the worker ({steps}); "
-            f"with its set-up share {seconds + setup / students:5.1f} s"
+            f"its share of the run {seconds / jobs + setup / students:5.1f} s"
         )
 
 
@@ -108,7 +120,7 @@ def bench_grading(options: GradingBenchOptions) -> GradingBenchResult:
     os.environ.setdefault("LAB_FAST", "1")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        make_class(folder, options.source, options.students)
+        make_class(folder, options.source, options.students, options.kinds)
         seconds, csvs, loads = {}, {}, [os.getloadavg()[0]]
         for jobs in (1, options.jobs):
             started = time.perf_counter()
@@ -122,9 +134,8 @@ def bench_grading(options: GradingBenchOptions) -> GradingBenchResult:
             seconds[jobs] = time.perf_counter() - started
             csvs[jobs] = path.read_text()
             loads.append(os.getloadavg()[0])
-            if jobs == 1:
-                print(f"serial run, per submission (median over {options.students}):")
-                per_submission(folder / "graded-1", seconds[1], options.students)
+            print(f"{'serial run' if jobs == 1 else f'--jobs {jobs}'}, per submission (median over each kind):")
+            per_submission(folder / f"graded-{jobs}", seconds[jobs], options.students, jobs)
     result = GradingBenchResult(seconds[1], seconds[options.jobs], csvs[1] == csvs[options.jobs])
     _print_comparison(options, result, loads)
     if not result.identical:

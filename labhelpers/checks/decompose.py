@@ -57,7 +57,8 @@ def judge_magnitude_shape(obs: Observation, key: str, W: torch.Tensor, what: str
                     f"you took the norm over dim=0, which gives one number per input feature (a column). "
                     f"{AXIS_EXPLANATION}",
                     f"{what}: expected shape ({out_features}, 1), got {shape}",
-                )
+                ),
+                mistakes=("norm_over_dim0",),
             )
         if shape == (out_features,):
             raise CheckFailed(
@@ -66,7 +67,8 @@ def judge_magnitude_shape(obs: Observation, key: str, W: torch.Tensor, what: str
                     "it (keepdim). An (out,) vector does not broadcast over the rows of an (out, in) weight: it lines "
                     "up with the last axis, the input features; an (out, 1) column scales each row",
                     f"{what}: expected shape ({out_features}, 1), got {shape}",
-                )
+                ),
+                mistakes=("no_keepdim",),
             )
     expect_tensor(obs, key, what, shape=(out_features, 1))
 

@@ -84,23 +84,26 @@ def _change_mistakes(W0: torch.Tensor, W: torch.Tensor) -> tuple[list[Mistake], 
         Mistake("one norm per input feature (dim=0): ΔM compares one norm per output feature, a row of the weight",
                 value=lambda: float(
                     torch.linalg.vector_norm(W, dim=0).sub(torch.linalg.vector_norm(W0, dim=0)).abs().mean()
-                )),
+                ), name="magnitude_over_columns"),
         Mistake("the mean of the signed differences: take the absolute value of each row's change before averaging, "
-                "mean(|‖W_i‖ − ‖W0_i‖|)", value=lambda: float((norm - norm0).mean())),
+                "mean(|‖W_i‖ − ‖W0_i‖|)", value=lambda: float((norm - norm0).mean()), name="signed_magnitude_change"),
         Mistake("the absolute value of the mean difference: take the absolute value of each row's change first, then "
-                "average", value=lambda: abs(float((norm - norm0).mean()))),
+                "average", value=lambda: abs(float((norm - norm0).mean())), name="absolute_of_mean"),
         Mistake("the norm of the difference ‖W_i − W0_i‖: ΔM compares the lengths, | ‖W_i‖ − ‖W0_i‖ |",
-                value=lambda: float(torch.linalg.vector_norm(W - W0, dim=1).mean())),
+                value=lambda: float(torch.linalg.vector_norm(W - W0, dim=1).mean()), name="norm_of_difference"),
         Mistake("the change of the whole matrix's norm: compare each row's norm, then average over rows",
-                value=lambda: abs(float(torch.linalg.vector_norm(W) - torch.linalg.vector_norm(W0)))),
+                value=lambda: abs(float(torch.linalg.vector_norm(W) - torch.linalg.vector_norm(W0))),
+                name="whole_matrix_norm"),
     ]  # fmt: skip
     d_mistakes = [
-        Mistake("the mean cosine similarity: ΔD is the mean of 1 − cos", value=lambda: float(cos.mean())),
+        Mistake("the mean cosine similarity: ΔD is the mean of 1 − cos", value=lambda: float(cos.mean()),
+                name="mean_cosine"),
         Mistake("cosines between columns (dim=0): ΔD compares each row (output feature) of W with the same row of W0",
-                value=lambda: float((1 - torch.nn.functional.cosine_similarity(W, W0, dim=0)).mean())),
-        Mistake("the sum over rows: take the mean", value=lambda: float((1 - cos).sum())),
+                value=lambda: float((1 - torch.nn.functional.cosine_similarity(W, W0, dim=0)).mean()),
+                name="direction_over_columns"),
+        Mistake("the sum over rows: take the mean", value=lambda: float((1 - cos).sum()), name="sum_over_rows"),
         Mistake("the angle: ΔD is the mean of 1 − cos, not of arccos",
-                value=lambda: float(torch.arccos(cos.clamp(-1, 1)).mean())),
+                value=lambda: float(torch.arccos(cos.clamp(-1, 1)).mean()), name="angle"),
     ]  # fmt: skip
     return m_mistakes, d_mistakes
 

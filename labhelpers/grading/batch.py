@@ -276,8 +276,11 @@ def _grade_in_workers(run: _ClassRun, todo: list[Submission], total: int, progre
 
 
 def _worker_settings(run: _ClassRun, scratch_root: Path, jobs: int) -> list[WorkerSettings]:
-    """Return the settings of each of `jobs` workers (the machine's cores shared between them)."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    """Return the settings of each of `jobs` workers (the machine's cores shared between them).
+
+    Each worker runs two sandboxes at once (the notebook and the probes): each gets its share of the cores.
+    """
+    threads = max(1, (os.cpu_count() or 1) // (2 * jobs))
     data_dir = get_config().data_dir
     return [
         WorkerSettings(

@@ -77,7 +77,8 @@ class PartialWorker(Worker):
         old = {grade_id: Verdict(**verdict) for grade_id, verdict in previous.verdicts.items()}
         notebook = nbformat.read(_notebook_path(self.course, TIDIED, student_id), as_version=4)
         lap = _Laps(result.phases).lap
-        fresh = self._probe_and_judge(notebook, deadline, result, lap)
+        fresh, notes = self._probe_and_judge(notebook, deadline, lap)
+        result.status += notes
         verdicts = {cell.grade_id: fresh.get(cell.grade_id) or old[cell.grade_id] for cell in self.every_cell}
         result.verdicts = {grade_id: asdict(verdict) for grade_id, verdict in verdicts.items()}
         written = set(_verdict_notes(old))

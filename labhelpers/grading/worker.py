@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -88,7 +89,8 @@ class Result:
     verdicts: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
-    """Seconds spent in each step: notebook (nbgrader autograde in the sandbox), probes, judge, feedback."""
+    """Seconds spent in each step: notebook (nbgrader autograde in the sandbox) and, at the same time, probes then
+    judge; then feedback."""
 
 
 def result_path(course_root: Path, student_id: str) -> Path:
@@ -155,9 +157,14 @@ class Worker:
     def _grade(self, student_id: str, deadline: float, result: Result) -> None:
         """Tidy, run the notebook, probe and judge, score, feed back; each step's seconds go to result.phases."""
         notebook = self._tidy(student_id, result)
-        lap = _Laps(result.phases).lap
-        notebook_ran = self._run_notebook(student_id, result, lap)
-        verdicts = self._probe_and_judge(notebook, deadline, result, lap)
+        # The probes need only the tidied definitions: they run in their sandbox while the notebook runs in its own
+        # (each step keeps its own clock in result.phases; the notes are added in the same order either way).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="probes") as background:
+            judged = background.submit(self._probe_and_judge, notebook, deadline, _Laps(result.phases).lap)
+            lap = _Laps(result.phases).lap
+            notebook_ran = self._run_notebook(student_id, result, lap)
+            verdicts, notes = judged.result()
+        result.status += notes
         result.verdicts = {grade_id: asdict(verdict) for grade_id, verdict in verdicts.items()}
         result.status += _verdict_notes(verdicts)
         self._score(student_id, verdicts)
@@ -203,11 +210,12 @@ class Worker:
         return bool(outcome["success"])
 
     def _probe_and_judge(
-        self, notebook: nbformat.NotebookNode, deadline: float, result: Result, lap: Callable[[str], None]
-    ) -> dict[str, Verdict]:
+        self, notebook: nbformat.NotebookNode, deadline: float, lap: Callable[[str], None]
+    ) -> tuple[dict[str, Verdict], list[str]]:
         """Probe the definitions in a sandbox that sees no reference code, then judge every test cell from the records.
 
         The probes' inputs come from the course's secret seeds; the judge runs here, reading the records as data.
+        Returns the verdicts and the probes' notes for the status column.
         """
         answers = _answers(notebook)
         calls: list[CheckCall] = [call for cell in self.cells for call in self.calls[cell.grade_id]]
@@ -217,13 +225,12 @@ class Worker:
         )  # fmt: skip
         try:
             folder, notes = run_probes(probe_box, answers, self.preamble, calls, self.run.timeout_cell, deadline)
-            result.status += notes
             lap("probes")
             verdicts = {cell.grade_id: judge_cell(cell, self.calls[cell.grade_id], folder) for cell in self.cells}
         finally:
             remove_sandbox(probe_box)
         lap("judge")
-        return verdicts
+        return verdicts, notes
 
     def _feed_back(
         self,

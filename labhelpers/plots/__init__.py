@@ -1,7 +1,8 @@
 """Every figure of the lab, one module per exercise. Each function takes data (and an optional ax), returns the
 Figure or Axes, and never shows it.
 
-- common.py: colours and names of the methods, new or given axes, `save_figure`;
+- common.py: colours and names of the methods, new or given axes, `save_figure` and `lay_out` (both skipped when
+  LAB_FIGURES=0);
 - decomposition.py: Exercise 1, a real weight split into magnitudes and unit-row directions;
 - gradients.py: Exercise 3's gradient norms, and the bonus's benchmark bars;
 - comparison.py: Exercise 4, loss curves and accuracy;

@@ -66,7 +66,20 @@ def _short_layer(name: str) -> str:
     return parts[-1]
 
 
-def save_figure(fig, name: str, output_dir: str | os.PathLike) -> Path:
+def figures_drawn() -> bool:
+    """Tell whether figures are laid out and saved (LabConfig.figures; LAB_FIGURES=0 turns it off for grading)."""
+    from labhelpers.config import get_config
+
+    return get_config().figures
+
+
+def lay_out(fig, **options) -> None:
+    """fig.tight_layout(**options), skipped when figures are not drawn (it draws every text to measure it)."""
+    if figures_drawn():
+        fig.tight_layout(**options)
+
+
+def save_figure(fig, name: str, output_dir: str | os.PathLike) -> Path | None:
     """Write a figure as PNG.
 
     Args:
@@ -75,8 +88,10 @@ def save_figure(fig, name: str, output_dir: str | os.PathLike) -> Path:
         output_dir: the folder (created if missing), e.g. LabConfig.output_dir.
 
     Returns:
-        The path of the PNG.
+        The path of the PNG; None when figures are not drawn (LAB_FIGURES=0: nothing is written).
     """
+    if not figures_drawn():
+        return None
     fig = getattr(fig, "figure", fig)
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labhelpers.plots.common import COLORS, _axes, _label, _pyplot
+from labhelpers.plots.common import COLORS, _axes, _label, _pyplot, lay_out
 
 
 def plot_loss_curves(comparison, ax=None):
@@ -97,5 +97,5 @@ def plot_comparison(comparison):
     fig, (left, right) = _pyplot().subplots(1, 2, figsize=(11.5, 4), gridspec_kw={"width_ratios": [3, 2]})
     plot_loss_curves(comparison, ax=left)
     plot_accuracy(comparison, ax=right)
-    fig.tight_layout()
+    lay_out(fig)
     return fig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from labhelpers.plots.common import COLORS, _numpy, _pyplot
+from labhelpers.plots.common import COLORS, _numpy, _pyplot, lay_out
 from labhelpers.seeding import forked
 
 
@@ -45,7 +45,7 @@ def plot_decomposition(W, magnitude=None, direction=None, rows: slice = slice(0,
     fig.suptitle(
         f"W ({out_features}×{in_features}) = m · V/‖V‖: one magnitude per output feature (row), times a unit-length row"
     )
-    fig.tight_layout()
+    lay_out(fig)
     return fig
 
 

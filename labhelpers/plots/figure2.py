@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from labhelpers.analysis import spread_text
-from labhelpers.plots.common import CHECKPOINT_MARKERS, _axes_row, _label, _pyplot
+from labhelpers.plots.common import CHECKPOINT_MARKERS, _axes_row, _label, _pyplot, lay_out
 from labhelpers.stats import slope
 
 NULL_COLOR = "0.62"
@@ -60,7 +60,7 @@ def plot_figure2(trajectory, method: str, axes=None, log: bool = True):
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.suptitle(f"{_label(method)}: magnitude vs direction change of the adapted weights, along training")
     rows_of_legend = -(-len(handles) // 6)
-    fig.tight_layout(rect=(0, 0.035 * rows_of_legend + 0.01, 1, 1))
+    lay_out(fig, rect=(0, 0.035 * rows_of_legend + 0.01, 1, 1))
     return fig
 
 

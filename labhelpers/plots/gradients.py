@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from labhelpers.plots.common import COLORS, _axes, _axes_row, _label, _short_layer
+from labhelpers.plots.common import COLORS, _axes, _axes_row, _label, _short_layer, lay_out
 
 
 def plot_gradient_norms(stats, axes=None):
@@ -35,7 +35,7 @@ def plot_gradient_norms(stats, axes=None):
     fig.suptitle(
         f"Gradient norms while fitting a teacher on {_short_layer(stats.layer)} ({out_features}×{in_features})"
     )
-    fig.tight_layout()
+    lay_out(fig)
     return fig
 
 

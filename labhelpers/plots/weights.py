@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from labhelpers.plots.common import _axes, _axes_row, _color_of, _label, _numpy, _pyplot, _short_layer
+from labhelpers.plots.common import _axes, _axes_row, _color_of, _label, _numpy, _pyplot, _short_layer, lay_out
 
 
 def plot_weight_heatmaps(weights: Mapping, rows: slice = slice(0, 32), cols: slice = slice(0, 32), axes=None):
@@ -115,5 +115,5 @@ def plot_weight_changes(comparison, layer: str | None = None, rows: slice = slic
         f"{_short_layer(layer)} ({layer}): before and after fine-tuning "
         f"(seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))})"
     )
-    fig.tight_layout()
+    lay_out(fig)
     return fig

@@ -3,8 +3,8 @@
 The class: the instructor's answers, the untouched release, Exercises 1–2 only, five typical mistakes, the same answers
 in nbgrader's collected layout, and honest notebooks edited as JupyterLab, VS Code, Colab and Notebook 6 leave them:
 each must get exactly the score its answers deserve. Every honest edit (tests/support/editors.py, HONEST_EDITS) is
-rebuilt and passed through nbgrader's own checks in tests/unit/grading/test_matching.py; here, graded end to end in sandboxes, are the
-ones that change the notebook's format or many cells at once (E2E_EDITS). The class report counts its mistakes and
+rebuilt and passed through nbgrader's own checks in tests/integration/grading/test_matching.py; here, graded end to
+end in sandboxes, are the ones that change the notebook's format or many cells at once (E2E_EDITS). The class report counts its mistakes and
 pass rates exactly and renders in a browser; part of the class graded as three shards in separate processes and merged
 gives the same grades and verdicts. Then a run stopped half-way resumes to the same grades, and a targeted regrade
 (one test of one student, then one student) touches no one else.
@@ -296,7 +296,13 @@ def test_the_end_to_end_edits_are_honest_edits():
 
 # The named mistake the judge recognises in each typical mistake (checks' Mistake.name); the other typical mistakes
 # are diagnosed in words without a catalogue name, so the report lists their students under "failed, no named mistake".
-NAMED_MISTAKES = {"missing_scaling": "unscaled", "no_projection": "never_projects"}
+NAMED_MISTAKES = {
+    "dim0_magnitude": "norm_over_dim0",
+    "missing_scaling": "unscaled",
+    "no_projection": "never_projects",
+    "no_eval_mode": "training_mode",
+    "delta_d_over_columns": "direction_over_columns",
+}
 
 
 def _answered(student_id: str) -> tuple[set[int], str | None]:

@@ -392,3 +392,16 @@ def running_hub(server: TljhServer, users: list[str], environment: dict) -> Iter
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+            # The hub starts its proxy in a session of its own: when the hub ends before its cleanup stops the
+            # proxy, the proxy outlives the test. It is found by its API port.
+            _kill_processes_naming(f"--api-port {proxy_api_port}")
+
+
+def _kill_processes_naming(marker: str) -> None:
+    """Kill every process whose command line contains `marker`."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if marker in " ".join(process.info["cmdline"] or []):
+                process.kill()

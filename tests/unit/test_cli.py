@@ -180,8 +180,14 @@ CASES = [
     ),
     (
         "bench_grading_every_option",
-        ["bench-grading", "--students", "4", "--jobs", "3", "--source", "s.ipynb"],
-        [("bench_grading", (parallel_grading.GradingBenchOptions(4, 3, Path("s.ipynb")),), {})],
+        ["bench-grading", "--students", "4", "--jobs", "3", "--source", "s.ipynb", "--kinds", "complete,untouched"],
+        [
+            (
+                "bench_grading",
+                (parallel_grading.GradingBenchOptions(4, 3, Path("s.ipynb"), ("complete", "untouched")),),
+                {},
+            )
+        ],
     ),
     ("data_download", ["data", "download"], [("download_sst2", (data.PROJECT_DATA_DIR,), {})]),
     ("data_download_to", ["data", "download", "sst2"], [("download_sst2", (Path("sst2"),), {})]),
@@ -296,6 +302,14 @@ def test_a_bad_argument_exits_with_2_and_says_what_is_wrong(forwarded, capsys, a
     assert message in capsys.readouterr().err
 
 
+def test_bench_grading_with_an_unknown_kind_names_the_kinds():
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["bench-grading", "--kinds", "complete,perfect"])
+    assert stopped.value.code == (
+        "dora-lab bench-grading: kinds=['complete', 'perfect']: use one or more of complete, exercises_1_2, untouched."
+    )
+
+
 def test_force_without_exchange_is_refused(capsys):
     with pytest.raises(SystemExit) as stopped:
         cli.main(["release", "--force"])
@@ -334,7 +348,7 @@ HELP = {
     "sample-class": {"-h", "--help", "SUBMISSIONS_DIR", "--course"},
     "bench": {"-h", "--help", "--out", "--solution", "--sizes", "--tokens", "--dropouts", "--r", "--lora-alpha"}
     | {"--repeats", "--warmup", "--threads", "--clock", "--no-input-grad"},
-    "bench-grading": {"-h", "--help", "--students", "--jobs", "--source"},
+    "bench-grading": {"-h", "--help", "--students", "--jobs", "--source", "--kinds"},
     "tune": {"-h", "--help", "--n-train", "--n-heldout", "--seeds", "--methods", "--full-lr", "--lora-lr", "--dora-lr"}
     | {"--out"},
     "data": {"-h", "--help", "{download}"},

@@ -28,6 +28,21 @@ def test_lab_fast_accepts_usual_yes_no_spellings(value, expected):
     assert LabConfig.from_env({"LAB_FAST": value}).fast is expected
 
 
+@pytest.mark.parametrize("value, expected", [("", True), ("1", True), ("0", False), ("no", False)])
+def test_lab_figures_is_on_unless_turned_off(value, expected):
+    assert LabConfig.from_env({"LAB_FIGURES": value}).figures is expected
+    assert LabConfig.from_env({}).figures is True
+
+
+def test_setup_says_when_figures_are_not_drawn(capsys, tmp_path):
+    from labhelpers.config import setup
+
+    setup(environ={"LAB_FIGURES": "0", "LAB_OUTPUT_DIR": str(tmp_path)})
+    assert capsys.readouterr().out.rstrip().endswith("; figures built, not drawn or saved (LAB_FIGURES=0).")
+    setup(environ={"LAB_OUTPUT_DIR": str(tmp_path)})
+    assert "LAB_FIGURES" not in capsys.readouterr().out
+
+
 def test_values_are_read(tmp_path):
     config = LabConfig.from_env(
         {

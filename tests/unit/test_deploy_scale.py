@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from labhelpers import cli
-from labhelpers.cli_class import selection_from
+from labhelpers.cli.scale import selection_from
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.grading.selection import Shard
 

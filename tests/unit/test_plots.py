@@ -262,6 +262,19 @@ def test_save_figure_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_with_lab_figures_0_figures_are_built_but_neither_laid_out_nor_saved(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_FIGURES", "0")
+    laid_out = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "tight_layout", lambda fig, **options: laid_out.append(fig))
+    fig = plots.plot_comparison(_comparison())
+    assert len(fig.axes) == 2 and laid_out == []
+    assert plots.save_figure(fig, "ex4_comparison", tmp_path / "new") is None
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setenv("LAB_FIGURES", "1")
+    plots.plot_comparison(_comparison())
+    assert len(laid_out) == 1
+
+
 def test_plot_bench_draws_one_bar_per_layer_and_size():
     from labhelpers import bench
     from labhelpers.plots import plot_bench

@@ -41,12 +41,14 @@ def _judge_evaluation_calls(obs: Observation, case: SeedCase) -> None:
     if any(training):
         raise CheckFailed(
             f"{what} ran the model in training mode: dropout is then on and the predictions are random, so an "
-            f"evaluation first switches the model to evaluation mode (nn.Module has a method for each mode)."
+            f"evaluation first switches the model to evaluation mode (nn.Module has a method for each mode).",
+            mistakes=("training_mode",),
         )
     if any(grad_enabled):
         raise CheckFailed(
             f"{what} ran the model with gradient tracking on: evaluation needs no gradients, and tracking them costs "
-            f"memory and time; switch it off around the loop (PyTorch has a context manager for this)."
+            f"memory and time; switch it off around the loop (PyTorch has a context manager for this).",
+            mistakes=("gradients_tracked",),
         )
     start = parameters(evaluate_case(case.spec, case.seed).model)
     if obs.facts.get(f"{key}/has_grad") or not all(
@@ -74,17 +76,19 @@ def _judge_accuracy(obs: Observation, case: SeedCase) -> None:
     n_correct = int(correct.sum())
     mistakes = [
         Mistake("a percentage: return the fraction (between 0 and 1), without multiplying by 100",
-                value=lambda: 100 * expected),
+                value=lambda: 100 * expected, name="percentage"),
         Mistake("the number of correct predictions divided by the number of batches: the accuracy divides by the "
                 "number of examples, counted over every batch (the last one is smaller)",
-                value=lambda: n_correct / len(sizes)),
+                value=lambda: n_correct / len(sizes), name="divided_by_batches"),
         Mistake("the mean of the per-batch accuracies, which counts the smaller last batch as much as a full one: "
                 "count correct predictions and examples over all batches, then divide",
-                value=lambda: sum(per_batch) / len(per_batch)),
-        Mistake("the number of correct predictions: divide by the number of examples", value=lambda: float(n_correct)),
+                value=lambda: sum(per_batch) / len(per_batch), name="mean_of_batch_accuracies"),
+        Mistake("the number of correct predictions: divide by the number of examples", value=lambda: float(n_correct),
+                name="count_of_correct"),
         Mistake("the fraction of wrong predictions: count the predictions that equal the label",
-                value=lambda: 1 - expected),
-        Mistake("the accuracy of the last batch only: accumulate over every batch", value=lambda: per_batch[-1]),
+                value=lambda: 1 - expected, name="error_rate"),
+        Mistake("the accuracy of the last batch only: accumulate over every batch", value=lambda: per_batch[-1],
+                name="last_batch_only"),
     ]  # fmt: skip
     found = recognise(accuracy, mistakes, matches=lambda a, value: numbers_agree(a, value, ACCURACY_RTOL), pairs=False)
     evidence = f"Expected {expected:.6g} ({n_correct} of {spec.n_examples} examples right), got {accuracy:.6g}"

@@ -68,7 +68,8 @@ def _judge_training_calls(obs: Observation, case: SeedCase) -> None:
     if not all(training):
         raise CheckFailed(
             f"{what} ran the model in evaluation mode, with dropout off: switch it to training mode at the start of the "
-            f"epoch, since it may arrive in evaluation mode (e.g. after evaluate_accuracy)."
+            f"epoch, since it may arrive in evaluation mode (e.g. after evaluate_accuracy).",
+            mistakes=("evaluation_mode",),
         )
     if not all(grad_enabled):
         raise CheckFailed(
@@ -105,7 +106,8 @@ def _judge_parameters(case: SeedCase, params: dict[str, torch.Tensor]) -> float:
         raise CheckFailed(
             f"the parameters after {case.what} match an epoch whose gradients were never cleared: the backward pass "
             f"adds to the gradients already stored, so without clearing them (the optimiser's zero_grad) every step "
-            f"also applies the gradients of all earlier batches."
+            f"also applies the gradients of all earlier batches.",
+            mistakes=("gradients_never_cleared",),
         )
     name = max(params, key=lambda n: float((params[n] - ref_params[n]).abs().max()))
     assert_close(
@@ -128,12 +130,14 @@ def _judge_mean_loss(obs: Observation, case: SeedCase, ref_loss: float) -> None:
         return
     mistakes = [
         Mistake("the loss of the last batch: the epoch's loss is the mean over every batch",
-                value=lambda: losses[-1]),
+                value=lambda: losses[-1], name="last_batch_loss"),
         Mistake("the sum of the batch losses: divide by the number of batches to get the mean",
-                value=lambda: sum(losses)),
-        Mistake("the loss of the first batch: did you `return` inside the loop?", value=lambda: losses[0]),
+                value=lambda: sum(losses), name="sum_of_losses"),
+        Mistake("the loss of the first batch: did you `return` inside the loop?", value=lambda: losses[0],
+                name="first_batch_loss"),
         Mistake("the sum of batch losses divided by the number of examples: each batch loss is already a mean over "
-                "its examples, so divide by the number of batches", value=lambda: sum(losses) / spec.n_examples),
+                "its examples, so divide by the number of batches", value=lambda: sum(losses) / spec.n_examples,
+                name="divided_by_examples"),
     ]  # fmt: skip
     found = recognise(loss, mistakes, matches=lambda a, value: numbers_agree(a, value, LOSS_RTOL), pairs=False)
     evidence = (

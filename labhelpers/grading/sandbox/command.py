@@ -145,6 +145,8 @@ def environment(home: str, view: str, data: str | None, limits: Limits) -> dict[
         LOGNAME="student",
         TMPDIR=home,
         LAB_FAST="1",
+        # Nobody looks at the figures of a graded run (they would not reach the feedback: the backend is Agg).
+        LAB_FIGURES="0",
         LAB_OUTPUT_DIR=f"{home}/outputs",
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",

@@ -7,6 +7,7 @@ grader does, so that what is measured and printed can be checked in a second.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -21,7 +22,7 @@ def fake_class(monkeypatch):
     """Replace the class and the grader: each run writes STUDENTS' rows, the --jobs 3 run a different grade."""
     calls = []
 
-    def make_class(folder, source_path, students):
+    def make_class(folder, source_path, students, cycle):
         (folder / "submissions").mkdir(parents=True)
 
     def grade(submissions, out, options, source_notebook, progress):
@@ -48,8 +49,13 @@ def test_both_runs_grade_the_same_class_and_report_identical_grades(fake_class, 
     assert fake_class == [(1, options.source, False), (2, options.source, False)]
     assert result.identical and result.serial_s > 0 and result.parallel_s > 0
     printed = capsys.readouterr().out
-    assert "serial run, per submission (median over 3):" in printed
+    assert "serial run, per submission (median over each kind):" in printed
     assert "  complete         2.0 s in the worker (notebook 1.0, probes 0.5, judge 0.2, feedback 0.2)" in printed
+    assert "--jobs 2, per submission (median over each kind):" in printed
+    # with 2 workers at once, a submission's 2.0 worker seconds are 1.0 s of the run, plus its share of the set-up
+    assert re.search(
+        r"--jobs 2, per submission.*\n.*\n  complete +2\.0 s in the worker .*its share of the run +1\.\d s", printed
+    )
     assert "ratio --jobs 2 / serial: " in printed and printed.endswith("grades identical: yes\n")
 
 

@@ -141,7 +141,7 @@ EDITS = [
     ("grading/feedback.py", False),
     ("grading/report/page.py", False),
     ("grading/ledger.py", False),
-    ("cli.py", False),
+    ("cli/grading.py", False),
 ]
 
 

@@ -111,6 +111,7 @@ def test_environment_holds_the_lab_settings_and_caches_in_the_workdir():
         LOGNAME="student",
         TMPDIR=HOME,
         LAB_FAST="1",
+        LAB_FIGURES="0",
         LAB_OUTPUT_DIR=f"{HOME}/outputs",
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",

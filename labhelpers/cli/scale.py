@@ -1,7 +1,7 @@
 """`dora-lab`'s commands for a whole class: its report, merging the shards of a class graded on several machines,
 the options that choose what `grade` grades (a shard, some students, some tests) and `export`'s LMS layouts.
 
-Like labhelpers.cli, builders declare options and runners import the package only when a command runs.
+Like the rest of labhelpers.cli, builders declare options and runners import the package only when a command runs.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def export_for_lms(options: argparse.Namespace) -> None:
     print(f"wrote {result.path} ({result.written} students) and {result.unmatched_path}")
 
 
-def _add_report(commands) -> None:
+def add_report(commands) -> None:
     report = commands.add_parser(
         "report", help="write OUT_DIR/report.html and report.json: scores, pass rate per test, named mistakes, "
         "statuses, time per phase",
@@ -100,7 +100,7 @@ def _report(options: argparse.Namespace) -> None:
     print(f"wrote {page} and {page.with_name(REPORT_JSON)}")
 
 
-def _add_merge(commands) -> None:
+def add_merge(commands) -> None:
     merge = commands.add_parser(
         "merge", help="combine the folders of `grade --shard i/N` (every i once) into one class's grading folder",
     )  # fmt: skip
@@ -115,5 +115,5 @@ def _merge(options: argparse.Namespace) -> None:
     print(merge(options.shards, options.out).summary())
 
 
-COMMANDS = (_add_report, _add_merge)
-"""The builders of this module's commands (labhelpers.cli lists them after export)."""
+COMMANDS = (add_report, add_merge)
+"""The builders of this module's commands (labhelpers/cli/__init__.py lists them after export)."""
