@@ -215,6 +215,9 @@ def write_everywhere(out: Path, submissions: Path) -> str:
         # Its output must reach the grader before the kill ends the kernel, or there is nothing to read back.
         "sys.stdout.flush()\ntime.sleep(2)\n"
         "try:\n    os.kill(os.getppid(), signal.SIGKILL)\nexcept OSError as error:\n    print('grader', 'survived', error)\n"
+        # The kernel dies with its sandbox a moment after the kill: the cell must still be running then (a cell that
+        # ended first would let the next one start, and the death be told in that cell).
+        "time.sleep(10)\n"
     )
 
 
