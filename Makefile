@@ -73,7 +73,7 @@ test: venv lint
 	LAB_FAST=1 LAB_OUTPUT_DIR=$(abspath outputs/test) $(BIN)/python -m pytest -n 2 --dist loadscope \
 		--nbval-lax --nbval-cell-timeout=600 tests solutions/$(ASSIGNMENT)/dora_lab.ipynb $(PYTEST_ARGS)
 
-# The fast loop (well under a minute): tests/unit only; no sandbox, server, browser, hub or whole notebook.
+# The fast loop (about 45 s on 2 cores): tests/unit only; no sandbox, server, browser, hub or whole notebook.
 test-unit: venv
 	LAB_FAST=1 LAB_OUTPUT_DIR=$(abspath outputs/test) $(BIN)/python -m pytest -n 2 --dist loadscope tests/unit $(PYTEST_ARGS)
 

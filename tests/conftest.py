@@ -16,6 +16,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_SST2 = PROJECT_ROOT.parent / "shared" / "data" / "sst2"
 
+# Each pytest-xdist worker uses its share of the cores: two workers with PyTorch's default (a thread per core each)
+# would oversubscribe them, and OpenMP's waiting threads spin.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
 
 @pytest.fixture(autouse=True)
 def _settings_from_the_environment(monkeypatch):
@@ -40,3 +47,15 @@ def base_model_and_tokenizer():
     from labhelpers.models import load_base_model
 
     return load_base_model(verbose=False)
+
+
+@pytest.fixture
+def three_threads():
+    """PyTorch at 3 threads for the test (a count no code sets by itself), then as it was: a thread count a test checks
+    is restored must differ from what the code under test sets."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield 3
+    torch.set_num_threads(before)

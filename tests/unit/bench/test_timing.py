@@ -163,8 +163,8 @@ def test_settings_that_time_nothing_say_what_is_wrong(factories, change, message
 
 
 @pytest.mark.parametrize("threads", [1, 2], ids=["one_thread", "two_threads"])
-def test_thread_count_is_restored(threads):
-    before = torch.get_num_threads()
+def test_thread_count_is_restored(threads, three_threads):
+    before = three_threads
     bench.time_layers({"lora": lambda: nn.Linear(IN, OUT)}, replace(ONE_ROUND, threads=threads))
     assert torch.get_num_threads() == before
 

@@ -156,11 +156,11 @@ def test_run_check_raises_from_the_students_exception_so_their_frames_show(capsy
     assert capsys.readouterr().out == "✔ f passed: fine\n"
 
 
-def test_isolated_leaves_the_callers_random_state_and_threads_as_they_were():
+def test_isolated_leaves_the_callers_random_state_and_threads_as_they_were(three_threads):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    threads = torch.get_num_threads()
+    threads = three_threads
     with isolated(seed=7):
         torch.rand(100)
         assert torch.get_num_threads() == 1

@@ -395,9 +395,9 @@ def test_check_dora_linear_explains_each_mistake(DoRALinear, message, capsys):
     assert leaks(str(info.value)) == []
 
 
-def test_check_dora_linear_restores_the_random_state_and_thread_count():
+def test_check_dora_linear_restores_the_random_state_and_thread_count(three_threads):
     torch.manual_seed(1234)
-    state, threads = torch.get_rng_state(), torch.get_num_threads()
+    state, threads = torch.get_rng_state(), three_threads
     check_dora_linear(ReferenceDoRALinear, shapes=[(3, 5)], seeds=[0])
     assert torch.equal(torch.get_rng_state(), state) and torch.get_num_threads() == threads
     with pytest.raises(AssertionError):
