@@ -219,7 +219,10 @@ class Hub:
                 self.api("POST", f"/users/{name}").raise_for_status()
             response = self.api("POST", f"/users/{name}/server")
             if response.status_code not in (201, 202, 400):  # 400: already running
-                pytest.fail(f"could not start {name}'s server: {response.status_code} {response.text}")
+                pytest.fail(
+                    f"could not start {name}'s server: {response.status_code} {response.text}\n"
+                    f"{self.log.read_text()[-4000:]}"
+                )
         deadline = time.monotonic() + timeout
         waiting = list(names)
         while waiting:
