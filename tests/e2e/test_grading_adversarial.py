@@ -188,7 +188,8 @@ NETWORK = (
     "    except OSError as error:\n"
     "        print('no network', _host, _port, type(error).__name__)\n"
 )
-KILL_EVERYTHING = "import os, signal\nos.kill(-1, signal.SIGKILL)\n"
+# kill(-1) spares its caller: the kernel dies with its sandbox a moment later, and the cell must still be running then.
+KILL_EVERYTHING = "import os, signal, time\nos.kill(-1, signal.SIGKILL)\ntime.sleep(10)\n"
 FORGED_GRADE_CELL = {
     "grade": True, "grade_id": "extra_credit", "locked": True, "points": 100, "schema_version": 3, "solution": False,
     "task": False,
