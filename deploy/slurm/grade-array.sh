@@ -18,7 +18,8 @@ set -euo pipefail
 COURSE=${COURSE:-/shared/dora-lab}                 # the course folder: solutions/dora/dora_lab.ipynb, submitted/
 SECRET=${SECRET:-/shared/dora-lab/grading_secret}  # one secret for every shard: openssl rand -hex 32 > grading_secret
 SHARDS_DIR=${SHARDS_DIR:-/shared/dora-lab/shards}  # where each finished shard folder is copied
-export LAB_DATA_DIR=${LAB_DATA_DIR:-/shared/data/sst2} HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
+# With --run-notebooks (each whole notebook run again for its feedback page), also export LAB_DATA_DIR=<SST-2 folder>.
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
 
 # The gradebook is SQLite in WAL mode, which does not work on a network filesystem: grade on the node's own disk.
 LOCAL=${TMPDIR:-/tmp}/dora-lab-shard-$SLURM_ARRAY_JOB_ID-$SLURM_ARRAY_TASK_ID

@@ -34,12 +34,14 @@ class GradingBenchOptions:
         jobs: --jobs of the parallel run.
         source: the nbgrader source notebook the class is released from and graded against.
         kinds: the kinds of submission the class cycles through (KINDS; ("complete",): a class of complete ones).
+        run_notebooks: grade with --run-notebooks (each whole notebook run again for its feedback page).
     """
 
     students: int = 10
     jobs: int = 2
     source: Path = SOURCE_NOTEBOOK
     kinds: tuple[str, ...] = KINDS
+    run_notebooks: bool = False
 
     def __post_init__(self):
         unknown = [kind for kind in self.kinds if kind not in KINDS]
@@ -82,7 +84,8 @@ def per_submission(graded: Path, total: float, students: int, jobs: int = 1) -> 
     """Print each kind's seconds in the worker (median) and the run's set-up share, from status.json.
 
     With `jobs` workers at once a submission's worker seconds overlap others': its share of the run is its seconds
-    divided by `jobs`. The notebook and the probes of one submission run at the same time (their phases overlap too).
+    divided by `jobs`. nbgrader's autograde of the notebook (its run too, with --run-notebooks) and the probes of one
+    submission go on at the same time (their phases overlap too); the feedback phase starts when both are done.
     """
     statuses = json.loads((graded / "status.json").read_text())
     worked = sum(entry.get("seconds", 0) for entry in statuses.values()) / jobs
@@ -127,7 +130,7 @@ def bench_grading(options: GradingBenchOptions) -> GradingBenchResult:
             path = grading.grade(
                 folder / "submissions",
                 folder / f"graded-{jobs}",
-                grading.GradingOptions(jobs=jobs),
+                grading.GradingOptions(jobs=jobs, run_notebooks=options.run_notebooks),
                 source_notebook=options.source,
                 progress=False,
             )
@@ -148,7 +151,8 @@ def bench_grading(options: GradingBenchOptions) -> GradingBenchResult:
 def _print_comparison(options: GradingBenchOptions, result: GradingBenchResult, loads: list[float]) -> None:
     """Print the two runs' times per submission, their ratio, the load average and whether the grades agree."""
     students, jobs, serial, parallel = options.students, options.jobs, result.serial_s, result.parallel_s
-    print(f"{students} submissions on {os.cpu_count()} cores")
+    mode = ", each notebook run again (--run-notebooks)" if options.run_notebooks else ""
+    print(f"{students} submissions on {os.cpu_count()} cores{mode}")
     print(f"serial:     {serial:7.1f} s  ({serial / students:.1f} s per submission)")
     print(f"--jobs {jobs}:   {parallel:7.1f} s  ({parallel / students:.1f} s per submission)")
     print(f"ratio --jobs {jobs} / serial: {parallel / serial:.2f}")

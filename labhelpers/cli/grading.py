@@ -31,6 +31,13 @@ def add_grade(commands: Commands) -> None:
         "--memory-gb", type=float, default=6.0, metavar="GB", help="memory cap per submission (default 6)"
     )
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
+    grade.add_argument(
+        "--run-notebooks",
+        action="store_true",
+        help="also run each whole notebook in a sandboxed kernel so that its feedback page shows that run's outputs "
+        "(about three times the grading time; the same grades). Default: the grader tests the definitions only, and "
+        "the feedback page shows the code and the verdicts without outputs",
+    )
     add_selection_options(grade)
     grade.add_argument(
         "--no-sandbox",
@@ -51,6 +58,7 @@ def _grade(options: argparse.Namespace) -> None:
         timeout_submission=options.timeout_submission,
         memory_bytes=int(options.memory_gb * 2**30),
         sandbox=not options.no_sandbox,
+        run_notebooks=options.run_notebooks,
     )
     if options.no_sandbox:
         from labhelpers.grading.sandbox import unsandboxed_status

@@ -79,6 +79,9 @@ def add_bench_grading(commands: Commands) -> None:
         metavar="K,K",
         help="kinds of submission the class cycles through: complete, exercises_1_2, untouched (default: all three)",
     )
+    timing.add_argument(
+        "--run-notebooks", action="store_true", default=None, help="grade with `dora-lab grade --run-notebooks`"
+    )
     timing.set_defaults(run=_bench_grading)
 
 

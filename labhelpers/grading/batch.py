@@ -58,6 +58,9 @@ class GradingOptions:
         memory_bytes: address-space cap of each student process.
         sandbox: grade in bubblewrap's sandboxes (grading refuses to start where bwrap cannot isolate, saying
             why); False (--no-sandbox) grades without them, and every status and feedback page says so.
+        run_notebooks: also run each whole notebook in a sandboxed kernel, beside the probes, so that its feedback
+            page shows the outputs of that run (--run-notebooks; about three times the grading time, the same
+            grades). False: the feedback page shows the code and the verdicts, without outputs.
     """
 
     jobs: int = 1
@@ -65,11 +68,14 @@ class GradingOptions:
     timeout_submission: int = 600
     memory_bytes: int = 6 * 2**30
     sandbox: bool = True
+    run_notebooks: bool = False
 
     def decisive(self) -> str:
-        """Return the settings a grade depends on, as the resume key holds them (not `jobs`, which changes none)."""
+        """Return the settings a grade and its feedback depend on, as the resume key holds them (not `jobs`, which
+        changes neither)."""
         sandbox = "sandbox" if self.sandbox else "--no-sandbox"
-        return f"cell {self.timeout_cell} s, submission {self.timeout_submission} s, {self.memory_bytes} B, {sandbox}"
+        run = ", --run-notebooks" if self.run_notebooks else ""
+        return f"cell {self.timeout_cell} s, submission {self.timeout_submission} s, {self.memory_bytes} B, {sandbox}{run}"
 
 
 class GradingStopped(LabGradingError):
@@ -278,9 +284,11 @@ def _grade_in_workers(run: _ClassRun, todo: list[Submission], total: int, progre
 def _worker_settings(run: _ClassRun, scratch_root: Path, jobs: int) -> list[WorkerSettings]:
     """Return the settings of each of `jobs` workers (the machine's cores shared between them).
 
-    Each worker runs two sandboxes at once (the notebook and the probes): each gets its share of the cores.
+    Each worker runs the probes' sandbox and, with run_notebooks, the notebook's at the same time: each sandbox gets
+    its share of the cores.
     """
-    threads = max(1, (os.cpu_count() or 1) // (2 * jobs))
+    sandboxes = 2 if run.options.run_notebooks else 1
+    threads = max(1, (os.cpu_count() or 1) // (sandboxes * jobs))
     data_dir = get_config().data_dir
     return [
         WorkerSettings(
@@ -297,6 +305,7 @@ def _worker_settings(run: _ClassRun, scratch_root: Path, jobs: int) -> list[Work
             hide=[*run.hidden, str(scratch_root)],
             sandboxed=run.options.sandbox,
             only=list(run.selection.only),
+            run_notebooks=run.options.run_notebooks,
         )
         for slot in range(jobs)
     ]

@@ -1,9 +1,10 @@
 """What the student reads: the judge's verdict under each test cell, and no trace of the grading machine.
 
-The autograded notebook holds the outputs of the notebook's own run. Before nbgrader turns it into feedback HTML, each
-test cell gets the judge's verdict (the score is the judge's), saying so when the notebook's own run of that cell
-disagreed, and every output is cleaned of the grader's paths (its Python, project, data and scratch folders). A
-submission nbgrader could not run, or could not grade at all, gets a plain page instead, from one template.
+The autograded notebook is the tidied submission, without outputs unless grading ran it (grade --run-notebooks).
+Before nbgrader turns it into feedback HTML, each test cell gets the judge's verdict (the score is the judge's), saying
+so when the notebook's own run of that cell disagreed, and every output is cleaned of the grader's paths (its Python,
+project, data and scratch folders). A submission nbgrader could not record, or could not grade at all, gets a plain
+page instead, from one template.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import html
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from string import Template
 
@@ -25,6 +26,12 @@ from labhelpers.config import PROJECT_ROOT
 from labhelpers.grading.judging import Verdict
 from labhelpers.grading.ledger import Ledger
 
+NOT_RUN_NOTICE = (
+    "The grader tested your definitions (your answer cells, run in order in a sandbox) on inputs of its own; it did "
+    "not run the rest of your notebook again, so this page shows your code and answers without outputs. Under each "
+    "test is the grader's verdict: it is your score."
+)
+"""What the feedback page of a notebook graded without running it says first."""
 VERDICT_OUTPUT = "dora-lab-verdict"
 """Metadata key marking the verdict output added to a test cell."""
 PAGE = Template(
@@ -38,12 +45,13 @@ def notebook_passed(cell: nbformat.NotebookNode) -> bool:
     return not any(output.get("output_type") == "error" for output in cell.get("outputs", []))
 
 
-def verdict_output(verdict: Verdict, points: float, notebook_passed: bool) -> nbformat.NotebookNode:
-    """Return the display output that shows the judge's verdict on a test cell."""
+def verdict_output(verdict: Verdict, points: float, notebook_passed: bool | None) -> nbformat.NotebookNode:
+    """Return the display output that shows the judge's verdict on a test cell (notebook_passed: None when the
+    notebook was not run)."""
     score = points if verdict.passed else 0
     head = f"Grader: {'passed' if verdict.passed else 'failed'} ({score:g} / {points:g} points)"
     note = ""
-    if notebook_passed != verdict.passed:
+    if notebook_passed is not None and notebook_passed != verdict.passed:
         note = (
             "Your notebook's own run of this cell passed, but the grader's check of your definitions on new inputs "
             "failed; the grader's verdict counts."
@@ -102,7 +110,7 @@ def _redact_output(output: nbformat.NotebookNode, paths: Mapping[str, str]) -> N
 
 
 def annotate(
-    path: Path, verdicts: Mapping[str, Verdict], points: Mapping[str, float], paths: Mapping[str, str]
+    path: Path, verdicts: Mapping[str, Verdict], points: Mapping[str, float], paths: Mapping[str, str], ran: bool
 ) -> list[str]:
     """Add each test cell's verdict to the autograded notebook at path, clean every output; return disagreements.
 
@@ -111,9 +119,10 @@ def annotate(
         verdicts: {grade_id: the judge's verdict}.
         points: {grade_id: the test cell's points}.
         paths: from grader_paths().
+        ran: whether grading ran the notebook (its test cells' outputs are then the notebook's own verdicts).
 
     Returns:
-        The grade_ids whose verdict differs from the notebook's own run.
+        The grade_ids whose verdict differs from the notebook's own run (none when it was not run).
     """
     notebook = nbformat.read(path, as_version=4)
     disagreed = []
@@ -122,8 +131,8 @@ def annotate(
             _redact_output(output, paths)
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         if grade_id in verdicts and cell.cell_type == "code":
-            own = notebook_passed(cell)
-            if own != verdicts[grade_id].passed:
+            own = notebook_passed(cell) if ran else None
+            if own is not None and own != verdicts[grade_id].passed:
                 disagreed.append(grade_id)
             cell.outputs = [o for o in cell.outputs if not o.get("metadata", {}).get(VERDICT_OUTPUT)]
             cell.outputs.append(verdict_output(verdicts[grade_id], points[grade_id], own))
@@ -150,19 +159,28 @@ NOTICE_CELL = "dora-lab-notice"
 """Metadata key marking the notice cell added at the top of the autograded notebook."""
 
 
-def add_notice(path: Path, text: str) -> None:
-    """Put `text` in a highlighted cell at the top of the notebook at path, replacing an earlier notice.
+def add_notices(path: Path, *, info: Sequence[str] = (), warnings: Sequence[str] = ()) -> None:
+    """Open the notebook at path with one cell of notices, replacing the notices of an earlier grading.
 
     Args:
-        path: the autograded notebook (rewritten in place); its feedback page then opens with the notice.
-        text: what every reader must see first (e.g. that the submission was graded without a sandbox).
+        path: the autograded notebook (rewritten in place); its feedback page then opens with the notices.
+        info: what a reader should know first (e.g. that the page shows no outputs), each in a grey box.
+        warnings: what every reader must see first (e.g. that the submission was graded without a sandbox), each
+            in a red box, above the rest.
     """
     notebook = nbformat.read(path, as_version=4)
     notebook.cells = [cell for cell in notebook.cells if not cell.metadata.get(NOTICE_CELL)]
-    box = "border: 2px solid #cf222e; padding: 6px 10px; margin: 4px 0"
-    cell = nbformat.v4.new_markdown_cell(f"<div style='{box}'><b>{html.escape(text)}</b></div>")
-    cell.metadata[NOTICE_CELL] = True
-    notebook.cells.insert(0, cell)
+    boxes = [(text, "#cf222e") for text in warnings] + [(text, "#8c959f") for text in info]
+    if boxes:
+        cell = nbformat.v4.new_markdown_cell(
+            "\n".join(
+                f"<div style='border: 2px solid {colour}; padding: 6px 10px; margin: 4px 0'><b>{html.escape(text)}</b>"
+                "</div>"
+                for text, colour in boxes
+            )
+        )
+        cell.metadata[NOTICE_CELL] = True
+        notebook.cells.insert(0, cell)
     nbformat.write(notebook, path)
 
 

@@ -1,11 +1,12 @@
-"""Grade submissions one after another: tidy, run the notebook and the probes in sandboxes, judge, score, feed back.
+"""Grade submissions one after another: tidy, probe the definitions in a sandbox, judge, score, feed back.
 
 One worker process per grading slot (``python -m labhelpers.grading.worker SETTINGS.json``) reads one student id per
 line on stdin and answers with one line of JSON on stdout when that student is done. It never runs student code
-itself: the notebook runs in a sandboxed kernel (nbgrader's autograde with labhelpers.grading.sandbox's executor), the
-probes in a second sandbox that sees only labhelpers.probes and labhelpers.seeding, and this process judges their
-records and writes the gradebook and the feedback. The pool (labhelpers.grading.pool) kills a worker that overruns a
-submission's time and starts another.
+itself: the probes run in a sandbox that sees only labhelpers.probes and labhelpers.seeding, and this process judges
+their records and writes the gradebook and the feedback. nbgrader's autograde records the tidied notebook in the
+gradebook without running it; with ``run_notebooks`` it also runs the whole notebook in a second sandboxed kernel
+(labhelpers.grading.sandbox's executor), at the same time as the probes, for the feedback page's outputs. The pool
+(labhelpers.grading.pool) kills a worker that overruns a submission's time and starts another.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from labhelpers.assignment import ASSIGNMENT, NOTEBOOK
 from labhelpers.grading.calls import CheckCall, graded_cells, with_secret_seeds
 from labhelpers.grading.course import TIDIED, course_config, nbgrader_api, setup_sources
 from labhelpers.grading.deadlines import assign_late_penalties
-from labhelpers.grading.feedback import add_notice, annotate, grader_paths, plain_page
+from labhelpers.grading.feedback import NOT_RUN_NOTICE, add_notices, annotate, grader_paths, plain_page
 from labhelpers.grading.judging import Verdict, judge_cell
 from labhelpers.grading.matching import tidy
 from labhelpers.grading.probing import run_probes
@@ -63,6 +64,8 @@ class WorkerSettings:
         sandboxed: run student code in bubblewrap's sandboxes; False (--no-sandbox): with the limits only, and the
             status and the feedback page say so.
         only: regrade only these tests of submissions graded before (labhelpers.grading.partial); empty: grade all.
+        run_notebooks: also run each whole notebook in its sandbox for the feedback page (grade --run-notebooks);
+            False: the feedback page is the tidied notebook with the verdicts, without outputs.
     """
 
     course_root: str
@@ -78,6 +81,7 @@ class WorkerSettings:
     hide: list[str] = field(default_factory=list)
     sandboxed: bool = True
     only: list[str] = field(default_factory=list)
+    run_notebooks: bool = False
 
 
 @dataclass
@@ -89,8 +93,8 @@ class Result:
     verdicts: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
-    """Seconds spent in each step: notebook (nbgrader autograde in the sandbox) and, at the same time, probes then
-    judge; then feedback."""
+    """Seconds spent in each step: probes then judge and, at the same time, notebook (nbgrader autograde, which runs
+    the notebook in its sandbox only with run_notebooks); then feedback."""
 
 
 def result_path(course_root: Path, student_id: str) -> Path:
@@ -137,7 +141,7 @@ class Worker:
         self.preamble = setup_sources(self.source)
         self.limits = Limits(memory_bytes=run.memory_bytes, threads=run.threads)
         self.config = course_config(self.course, Path(run.db_path))
-        configure_autograde(self.config, run.timeout_cell)
+        configure_autograde(self.config, run.timeout_cell, execute=run.run_notebooks)
         self.api = nbgrader_api(self.config)
         self.paths = grader_paths(
             [run.out_dir, run.scratch_root, *run.hide, *([run.data_dir] if run.data_dir else [])]
@@ -155,15 +159,16 @@ class Worker:
         return result
 
     def _grade(self, student_id: str, deadline: float, result: Result) -> None:
-        """Tidy, run the notebook, probe and judge, score, feed back; each step's seconds go to result.phases."""
+        """Tidy, autograde the notebook, probe and judge, score, feed back; each step's seconds go to result.phases."""
         notebook = self._tidy(student_id, result)
-        # The probes need only the tidied definitions: they run in their sandbox while the notebook runs in its own
-        # (each step keeps its own clock in result.phases; the notes are added in the same order either way).
+        # The probes need only the tidied definitions: they run in their sandbox while nbgrader records (or runs) the
+        # notebook (each step keeps its own clock in result.phases; the notes are added in the same order either way).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="probes") as background:
             judged = background.submit(self._probe_and_judge, notebook, deadline, _Laps(result.phases).lap)
             lap = _Laps(result.phases).lap
-            notebook_ran = self._run_notebook(student_id, result, lap)
+            notebook_ran = self._autograde(student_id, result, lap)
             verdicts, notes = judged.result()
+        lap = _Laps(result.phases).lap  # the feedback's clock starts when both are done
         result.status += notes
         result.verdicts = {grade_id: asdict(verdict) for grade_id, verdict in verdicts.items()}
         result.status += _verdict_notes(verdicts)
@@ -187,22 +192,27 @@ class Worker:
                 shutil.copyfile(kept, target.with_name(name))
         return tidied.notebook
 
-    def _run_notebook(self, student_id: str, result: Result, lap: Callable[[str], None]) -> bool:
-        """Run the notebook with nbgrader's autograde in its sandbox; return whether nbgrader could run it.
+    def _autograde(self, student_id: str, result: Result, lap: Callable[[str], None]) -> bool:
+        """Record the tidied notebook in the gradebook with nbgrader's autograde; return whether nbgrader could.
 
-        The run is for the feedback and the written answers: its results are never counted.
+        With run_notebooks, autograde runs the notebook in its sandbox first, for the feedback page's outputs and the
+        written answers beside them: the run's results are never counted.
         """
-        sandbox = make_sandbox(
-            Path(self.run.scratch_root), self.run.slot, "notebook", self.limits,
-            data_dir=Path(self.run.data_dir) if self.run.data_dir else None, isolate=self.run.sandboxed,
-        )  # fmt: skip
-        execution = configure_execution(self.config, sandbox)
+        execution = sandbox = None
+        if self.run.run_notebooks:
+            sandbox = make_sandbox(
+                Path(self.run.scratch_root), self.run.slot, "notebook", self.limits,
+                data_dir=Path(self.run.data_dir) if self.run.data_dir else None, isolate=self.run.sandboxed,
+            )  # fmt: skip
+            execution = configure_execution(self.config, sandbox)
         try:
             outcome = self.api.autograde(ASSIGNMENT, student_id, force=True, create=True)
         finally:
-            remove_sandbox(sandbox)
+            if sandbox is not None:
+                remove_sandbox(sandbox)
         lap("notebook")
-        result.status += execution.events
+        if execution is not None:
+            result.status += execution.events
         if not outcome["success"]:
             print(outcome.get("log", ""), outcome.get("error", ""), file=sys.stderr, flush=True)
             result.status.append("nbgrader could not run the notebook (see the log): tests judged on the definitions")
@@ -248,9 +258,12 @@ class Worker:
             page.write_text(plain_page(student_id, verdicts, points, result.status))
             return
         autograded = _notebook_path(self.course, "autograded", student_id)
-        disagreed = annotate(autograded, verdicts, points, self.paths)
-        if not self.run.sandboxed:
-            add_notice(autograded, UNSANDBOXED_NOTICE)
+        disagreed = annotate(autograded, verdicts, points, self.paths, ran=self.run.run_notebooks)
+        add_notices(
+            autograded,
+            info=[] if self.run.run_notebooks else [NOT_RUN_NOTICE],
+            warnings=[] if self.run.sandboxed else [UNSANDBOXED_NOTICE],
+        )
         if disagreed:
             result.status.append(
                 "the notebook's own run disagreed on " + ", ".join(disagreed) + " (the grader's verdict counts)"
@@ -325,8 +338,9 @@ def _verdict_notes(verdicts: dict[str, Verdict]) -> list[str]:
     return notes
 
 
-def configure_autograde(config, timeout_cell: int) -> None:
-    """Set nbgrader autograde up with the sandboxed executor, the tidied notebooks and the cell time limit."""
+def configure_autograde(config, timeout_cell: int, execute: bool) -> None:
+    """Set nbgrader autograde up for the tidied notebooks: with the sandboxed executor and the cell time limit when
+    `execute`, without running anything otherwise."""
     from nbconvert.preprocessors import ClearMetadataPreprocessor
     from nbgrader.preprocessors import (
         AssignLatePenalties,
@@ -338,8 +352,8 @@ def configure_autograde(config, timeout_cell: int) -> None:
 
     config.CourseDirectory.submitted_directory = TIDIED
     config.Autograde.autograde_preprocessors = [
-        SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties,
-        CheckCellMetadata,
+        *([SandboxedExecute] if execute else []), IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
     ]  # fmt: skip
     config.Execute.timeout = timeout_cell
     config.Execute.startup_timeout = 120

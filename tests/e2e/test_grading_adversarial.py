@@ -4,8 +4,8 @@ Every student answers Exercises 1–2 like `reference` (correctly, or with a wro
 hide it) and adds one attack: patching the libraries, the checks, PEFT or the grader's files, delegating to reference
 code, forging the probe's records or nbgrader's grade cells, or plain sabotage (crashes, writes, kills; hangs, floods
 and memory bombs in the notebook run are tested with real kernels in tests/integration/grading/sandbox/test_kernel.py).
-The class is graded once (--jobs 2). The score is the judge's, outside the sandbox, so no patch inside the submission
-can reach it.
+The class is graded once (--jobs 2 --run-notebooks: student code runs in the notebook's sandbox as well as the
+probes'). The score is the judge's, outside the sandbox, so no patch inside the submission can reach it.
 """
 
 from __future__ import annotations
@@ -312,7 +312,10 @@ def hostile_class(tmp_path_factory, sst2_dir):
         patch.setenv("LAB_FAST", "1")
         patch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
         path = grade(
-            folder, out, GradingOptions(jobs=2, timeout_cell=TIMEOUT_CELL, timeout_submission=400), progress=False
+            folder,
+            out,
+            GradingOptions(jobs=2, timeout_cell=TIMEOUT_CELL, timeout_submission=400, run_notebooks=True),
+            progress=False,
         )
     after_hashes = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in watched}
     with open(path, newline="") as handle:

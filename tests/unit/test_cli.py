@@ -93,7 +93,7 @@ CASES = [
     (
         "grade_every_option",
         ["grade", "subs", "--out", "graded", "--jobs", "3", "--timeout-cell", "5", "--timeout-submission", "50"]
-        + ["--memory-gb", "1.5", "--quiet", "--no-sandbox", "--course", str(COURSE)],
+        + ["--memory-gb", "1.5", "--quiet", "--no-sandbox", "--run-notebooks", "--course", str(COURSE)],
         [
             (
                 "grade",
@@ -101,7 +101,12 @@ CASES = [
                     Path("subs"),
                     Path("graded"),
                     grading.GradingOptions(
-                        jobs=3, timeout_cell=5, timeout_submission=50, memory_bytes=int(1.5 * 2**30), sandbox=False
+                        jobs=3,
+                        timeout_cell=5,
+                        timeout_submission=50,
+                        memory_bytes=int(1.5 * 2**30),
+                        sandbox=False,
+                        run_notebooks=True,
                     ),
                 ),
                 {"source_notebook": COURSE_SOURCE, "progress": False, "selection": WHOLE_CLASS, "secret": None},
@@ -180,11 +185,12 @@ CASES = [
     ),
     (
         "bench_grading_every_option",
-        ["bench-grading", "--students", "4", "--jobs", "3", "--source", "s.ipynb", "--kinds", "complete,untouched"],
+        ["bench-grading", "--students", "4", "--jobs", "3", "--source", "s.ipynb", "--kinds", "complete,untouched"]
+        + ["--run-notebooks"],
         [
             (
                 "bench_grading",
-                (parallel_grading.GradingBenchOptions(4, 3, Path("s.ipynb"), ("complete", "untouched")),),
+                (parallel_grading.GradingBenchOptions(4, 3, Path("s.ipynb"), ("complete", "untouched"), True),),
                 {},
             )
         ],
@@ -334,7 +340,8 @@ HELP = {
     "release": {"-h", "--help", "--course", "--exchange", "--force"},
     "collect": {"-h", "--help", "--course"},
     "grade": {"-h", "--help", "--course", "SUBMISSIONS_DIR", "--out", "--jobs", "--timeout-cell"}
-    | {"--timeout-submission", "--memory-gb", "--quiet", "--no-sandbox", "--student", "--only", "--shard", "--secret"},
+    | {"--timeout-submission", "--memory-gb", "--quiet", "--no-sandbox", "--student", "--only", "--shard", "--secret"}
+    | {"--run-notebooks"},
     "feedback": {"-h", "--help", "OUT_DIR"},
     "return": {"-h", "--help", "OUT_DIR"},
     "export": {"-h", "--help", "OUT_DIR", "--csv", "--format", "--roster", "--roster-hub-column", "--assignment"}
@@ -348,7 +355,7 @@ HELP = {
     "sample-class": {"-h", "--help", "SUBMISSIONS_DIR", "--course"},
     "bench": {"-h", "--help", "--out", "--solution", "--sizes", "--tokens", "--dropouts", "--r", "--lora-alpha"}
     | {"--repeats", "--warmup", "--threads", "--clock", "--no-input-grad"},
-    "bench-grading": {"-h", "--help", "--students", "--jobs", "--source", "--kinds"},
+    "bench-grading": {"-h", "--help", "--students", "--jobs", "--source", "--kinds", "--run-notebooks"},
     "tune": {"-h", "--help", "--n-train", "--n-heldout", "--seeds", "--methods", "--full-lr", "--lora-lr", "--dora-lr"}
     | {"--out"},
     "data": {"-h", "--help", "{download}"},

@@ -76,7 +76,9 @@ def test_the_grading_pods_get_what_bubblewrap_needs_as_the_instructors_pods_do(v
     image = values["singleuser"]["image"]
     assert _container(job)["image"] == f"{image['name']}:{image['tag']}" == _container(_job("merge-job.yaml"))["image"]
     env = {item["name"]: item["value"] for item in _container(job)["env"]}
-    assert env["LAB_DATA_DIR"] == _mounts(job)["sst2"] == values["singleuser"]["extraEnv"]["LAB_DATA_DIR"]
+    # Grading without --run-notebooks runs no notebook: it needs no data, and the pods get none.
+    assert "--run-notebooks" not in _container(job)["args"][0] and "LAB_DATA_DIR" not in env
+    assert "sst2" not in _mounts(job)
 
 
 def test_the_merge_job_merges_what_the_grading_pods_copied_out():

@@ -11,7 +11,7 @@ from labhelpers.config import PROJECT_ROOT
 from labhelpers.grading.feedback import (
     NOTICE_CELL,
     VERDICT_OUTPUT,
-    add_notice,
+    add_notices,
     annotate,
     grader_paths,
     not_graded_page,
@@ -39,8 +39,9 @@ FAILED = Verdict("t_fails", False, "magnitude has shape (1, 3); expected (4, 1) 
             "Your notebook's own run of this cell passed, but the grader's",
         ),
         (PASSED, False, "Grader: passed (3 / 3 points)", "Your notebook's own run of this cell failed (see above)"),
+        (FAILED, None, "Grader: failed (0 / 3 points)", ""),
     ],
-    ids=["passed", "failed", "failed_but_own_run_passed", "passed_but_own_run_failed"],
+    ids=["passed", "failed", "failed_but_own_run_passed", "passed_but_own_run_failed", "not_run"],
 )
 def test_the_verdict_output_says_the_score_the_message_and_any_disagreement(verdict, own_run_passed, head, note):
     output = verdict_output(verdict, 3, own_run_passed)
@@ -67,7 +68,8 @@ def test_redact_replaces_every_grading_machine_path(tmp_path):
     )
 
 
-def test_annotate_adds_each_verdict_cleans_every_output_and_returns_the_disagreements(tmp_path):
+@pytest.mark.parametrize("ran", [True, False], ids=["notebook_run", "not_run"])
+def test_annotate_adds_each_verdict_cleans_every_output_and_returns_the_disagreements(tmp_path, ran):
     def test_cell(grade_id, outputs):
         cell = nbformat.v4.new_code_cell(f"check({grade_id})", outputs=outputs)
         cell.metadata["nbgrader"] = {"grade": True, "grade_id": grade_id, "points": 3, "solution": False}
@@ -87,9 +89,10 @@ def test_annotate_adds_each_verdict_cleans_every_output_and_returns_the_disagree
         {"t_passes": PASSED, "t_fails": Verdict("t_fails", True, "✔")},
         {"t_passes": 3, "t_fails": 3},
         grader_paths([tmp_path]),
+        ran=ran,
     )
 
-    assert disagreed == ["t_fails"]
+    assert disagreed == (["t_fails"] if ran else [])  # outputs that no run of the grader's made are no evidence
     cells = nbformat.read(path, as_version=4).cells
     assert [len(cell.outputs) for cell in cells] == [2, 2]
     assert cells[0].outputs[0]["text"] == "read <grader>/data\n"
@@ -135,14 +138,18 @@ def test_publish_feedback_copies_nbgraders_pages_and_writes_the_others(tmp_path)
     assert (tmp_path / "feedback" / "ben" / "dora_lab.html").read_text() == not_graded_page(["no notebook"])
 
 
-def test_a_notice_opens_the_notebook_once_and_replaces_the_one_before(tmp_path):
+def test_notices_open_the_notebook_once_warnings_first_and_replace_the_ones_before(tmp_path):
     path = tmp_path / "autograded.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Exercise 1")]), path)
-    add_notice(path, "first <run>")
-    add_notice(path, "graded without a sandbox (--no-sandbox): second")
+    add_notices(path, info=["first <run>"])
+    add_notices(path, info=["not run again"], warnings=["graded without a sandbox (--no-sandbox): second"])
     cells = nbformat.read(path, as_version=4).cells
     assert [bool(cell.metadata.get(NOTICE_CELL)) for cell in cells] == [True, False]
-    assert "graded without a sandbox (--no-sandbox): second" in cells[0].source and "first" not in cells[0].source
+    source = cells[0].source
+    assert source.index("without a sandbox") < source.index("not run again") and "first" not in source
+    assert "#cf222e" in source.splitlines()[0] and "#cf222e" not in source.splitlines()[1]
+    add_notices(path)  # a regrade with nothing to say leaves no notice behind
+    assert not any(cell.metadata.get(NOTICE_CELL) for cell in nbformat.read(path, as_version=4).cells)
 
 
 def test_feedback_pages_leave_out_the_hidden_tests_of_test_cells_only():
