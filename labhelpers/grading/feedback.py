@@ -25,6 +25,7 @@ from labhelpers.assignment import ASSIGNMENT, NOTEBOOK
 from labhelpers.config import PROJECT_ROOT
 from labhelpers.grading.judging import Verdict
 from labhelpers.grading.ledger import Ledger
+from labhelpers.grading.untrusted import make_inert
 
 NOT_RUN_NOTICE = (
     "The grader tested your definitions (your answer cells, run in order in a sandbox) on inputs of its own; it did "
@@ -114,6 +115,9 @@ def annotate(
 ) -> list[str]:
     """Add each test cell's verdict to the autograded notebook at path, clean every output; return disagreements.
 
+    Every output, and every Markdown cell the student wrote, is made inert first (labhelpers.grading.untrusted): the
+    formgrader and the feedback page both render this notebook.
+
     Args:
         path: the autograded notebook (rewritten in place).
         verdicts: {grade_id: the judge's verdict}.
@@ -127,6 +131,7 @@ def annotate(
     notebook = nbformat.read(path, as_version=4)
     disagreed = []
     for cell in notebook.cells:
+        make_inert(cell, trusted_output=VERDICT_OUTPUT)
         for output in cell.get("outputs", []):
             _redact_output(output, paths)
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")

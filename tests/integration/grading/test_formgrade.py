@@ -41,6 +41,8 @@ DUE = "2026-03-02T17:00+01:00"
 SUBMITTED = {"perfect": "2026-03-03 17:30:00.000000 UTC", "untouched": "2026-03-02 15:00:00.000000 UTC"}
 """nbgrader's timestamp.txt: perfect is 25.5 h late (two days: 20 %), untouched on time."""
 COMMENT = "Right about lora_B at step 0; say why DoRA's magnitude still moves."
+ATTACK = "<script>document.title = 'pwned'</script> <img src=x onerror=\"alert(1)\">"
+"""Added to perfect's first written answer: the formgrader shows it to the instructor, the feedback page to perfect."""
 
 
 def dora_lab(*args: object, timeout: int = 900) -> str:
@@ -59,6 +61,8 @@ def submissions(tmp_path_factory, sst2_dir) -> Iterator[Path]:
         release = nbformat.read(fresh_release(tmp_path_factory.mktemp("course")), as_version=4)
         folder = tmp_path_factory.mktemp("submissions")
         notebooks = {"perfect": perfect(release, nbformat.read(SOURCE_NOTEBOOK, as_version=4)), "untouched": release}
+        written = [cell for cell in notebooks["perfect"].cells if cell.cell_type == "markdown" and _answer(cell)]
+        written[0].source += "\n\n" + ATTACK
         for student_id, notebook in notebooks.items():
             path = write_submission(folder / student_id, "dora", notebook)
             (path.parent / "timestamp.txt").write_text(SUBMITTED[student_id])
@@ -74,6 +78,10 @@ def graded(submissions, tmp_path_factory) -> Path:
     dora_lab("grade", submissions, "--out", out, "--jobs", 2, "--quiet")
     print(f"graded 2 submissions in {time.monotonic() - started:.0f} s")
     return out
+
+
+def _answer(cell: nbformat.NotebookNode) -> bool:
+    return bool(cell.metadata.get("nbgrader", {}).get("solution"))
 
 
 @dataclass
@@ -181,6 +189,14 @@ def test_formgrader_runs_where_jupyter_turns_it_off_and_shows_the_graded_submiss
     assert "Grader: passed (5 / 5 points)" in page  # the judge's verdicts in the notebook the formgrader shows
     with pytest.raises(urllib.error.HTTPError, match="404"):
         server.page("lab")  # the environment's other server extensions are off on this server
+
+
+def test_a_written_answer_runs_nothing_in_the_formgrader_or_on_the_feedback_page(server, graded):
+    formgrader = server.page(f"formgrader/submissions/{server.submission_id('perfect')}/")
+    feedback = (graded / "feedback" / "perfect" / f"{NOTEBOOK}.html").read_text()
+    for page in (formgrader, feedback):
+        assert "<script>document.title" not in page and 'onerror="alert(1)"' not in page
+        assert "&lt;script&gt;document.title = 'pwned'&lt;/script&gt;" in page  # shown as text, for the grader to see
 
 
 def test_autograde_button_changes_no_score_and_says_why(server, graded):
