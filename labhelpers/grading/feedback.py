@@ -28,9 +28,9 @@ from labhelpers.grading.ledger import Ledger
 from labhelpers.grading.untrusted import make_inert
 
 NOT_RUN_NOTICE = (
-    "The grader tested your definitions (your answer cells, run in order in a sandbox) on inputs of its own; it did "
-    "not run the rest of your notebook again, so this page shows your code and answers without outputs. Under each "
-    "test is the grader's verdict: it is your score."
+    "The grader tested your definitions (the imports, functions and classes of your answer cells, loaded in order in "
+    "a sandbox) on inputs of its own; it did not run your notebook again, so this page shows your code and answers "
+    "without outputs. Under each test is the grader's verdict: it is your score."
 )
 """What the feedback page of a notebook graded without running it says first."""
 VERDICT_OUTPUT = "dora-lab-verdict"
